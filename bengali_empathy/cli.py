@@ -1,0 +1,37 @@
+"""Shared command-line plumbing for the three scripts: config flags and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from .config import ConfigError, add_config_args
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user must fix something: printed as one line, no traceback."""
+    from .data import DataError
+    from .model import ModelError
+
+    return (ConfigError, DataError, ModelError, FileNotFoundError)
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog="\n".join(doc.strip().splitlines()[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    return parser
+
+
+def main_guard(fn: Callable[[], int | None]) -> None:
+    """Run a script's main(); user mistakes end with 'error: ...' on stderr and exit code 2."""
+    try:
+        code = fn()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)

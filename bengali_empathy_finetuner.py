@@ -1,0 +1,25 @@
+"""Fine-tune Llama 3.1 8B Instruct into a Bengali counselor with QLoRA (4-bit NF4 + LoRA).
+
+  python bengali_empathy_finetuner.py                    # the real run: corpus in data/, HF_TOKEN set, CUDA GPU
+  python bengali_empathy_finetuner.py --preset full      # whole corpus, 3 epochs, LoRA r32, early stopping
+  python bengali_empathy_finetuner.py --preset demo      # embedded 135M model on sample data, CPU, minutes
+  python bengali_empathy_finetuner.py --config run.yaml --max-steps 100 --resume
+
+Outputs go to --output-dir: the adapter, tokenizer, resolved config, data splits and manifest, and one
+record appended to outputs/llama_empathy_experiments_experiments.jsonl.
+"""
+
+from bengali_empathy.cli import main_guard, make_parser
+from bengali_empathy.config import config_from_args
+
+
+def main() -> None:
+    args = make_parser(__doc__).parse_args()
+    cfg = config_from_args(args)
+    from bengali_empathy import train  # heavy imports (torch, transformers) after the flags are checked
+
+    train.run(cfg)
+
+
+if __name__ == "__main__":
+    main_guard(main)
