@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,6 +163,8 @@ class Config:
     def uses_embedded_model(self) -> bool:
         return self.model_name_or_path.startswith("embedded:")
 
+    explicit_keys: ClassVar[frozenset] = frozenset()  # not a field: build_config sets it per instance
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -267,7 +269,10 @@ def build_config(overrides: dict[str, Any] | None = None, file_values: dict[str,
     # An explicit epoch count in the file or flags means "train by epochs" even if the preset set max_steps.
     if "num_train_epochs" in {**file_values, **overrides} and "max_steps" not in {**file_values, **overrides}:
         values["max_steps"] = -1
-    return Config(**values)
+    cfg = Config(**values)
+    # Which fields the user chose (file or flags): automatic speed settings never override these.
+    cfg.explicit_keys = frozenset(file_values) | frozenset(overrides)
+    return cfg
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
