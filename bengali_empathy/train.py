@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import platform
-import resource
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from . import batching, data, model as model_lib, runlog
+from . import batching, data, model as model_lib, runlog, speed
 from .config import REPO_ROOT, Config, ConfigError
 
 log = logging.getLogger("bengali_empathy")
@@ -59,6 +58,10 @@ def check_output_dir(cfg: Config, output_dir: Path) -> Path | None:
 def peak_memory_gb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**30
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return float("nan")
     # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**30 if platform.system() == "Darwin" else 2**20)
@@ -174,14 +177,9 @@ def run(cfg: Config) -> dict:
              counts["dropped_question_missing_or_short"], counts["dropped_answer_missing_or_short"],
              counts["dropped_duplicate_pairs"], counts["sampled"], counts["topics"], counts["splits"])
 
-    banner("model")
-    model, tokenizer, model_path = model_lib.load_training_model(cfg)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("model %s: %.1fM trainable of %.1fM parameters (4-bit: %s), pad=%r eos=%r",
-             cfg.model_name_or_path, trainable / 1e6, total / 1e6, cfg.load_in_4bit, tokenizer.pad_token,
-             tokenizer.eos_token)
-
     banner("tokenize")
+    model_path = model_lib.resolve_model_path(cfg)
+    tokenizer = model_lib.load_tokenizer(model_path)
     data.tokenize_splits(prepared, tokenizer, cfg)
     data.save_splits(prepared, split_dir)
     for name, st in prepared.manifest["tokenization"].items():
@@ -189,6 +187,19 @@ def run(cfg: Config) -> dict:
             log.info("%s: %d examples, %d dropped (prompt too long), %d replies truncated, tokens %s", name,
                      st["examples"], st["dropped_prompt_too_long"], st["truncated_replies"], st["token_length"])
     train_ds = prepared.tokenized["train"]
+
+    banner("speed")
+    # On a CUDA GPU (auto_speed, the default) pick batching, checkpointing, Liger and the weight cache
+    # from free memory; fields set by file or flags are kept. On the CPU nothing changes.
+    cfg, speed_plan = speed.auto_configure(cfg, model_path, train_ds["length"])
+
+    banner("model")
+    model, tokenizer, model_path = model_lib.load_training_model(cfg, model_path, tokenizer)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("model %s: %.1fM trainable of %.1fM parameters (4-bit: %s, bf16 weight cache: %s, liger: %s), "
+             "pad=%r eos=%r", cfg.model_name_or_path, trainable / 1e6, total / 1e6, cfg.load_in_4bit,
+             cfg.dequantize_cache, cfg.use_liger, tokenizer.pad_token, tokenizer.eos_token)
+
     eval_ds = prepared.tokenized["validation"]
     if cfg.max_eval_samples and len(eval_ds) > cfg.max_eval_samples:
         eval_ds = eval_ds.select(range(cfg.max_eval_samples))
@@ -218,6 +229,7 @@ def run(cfg: Config) -> dict:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "output_dir": str(output_dir),
         "config": cfg.to_dict(),
+        "speed_plan": speed_plan.to_dict(),
         "model_path": model_path if not Path(model_path).is_absolute() else cfg.model_name_or_path,
         "data": prepared.manifest,
         "train_loss": result.training_loss,
