@@ -1,0 +1,93 @@
+"""Talk to the fine-tuned Bengali counselor: interactive chat, or a file of prompts to JSON.
+
+  python test_model.py                                # chat: Llama 3.1 8B (4-bit, GPU) + outputs/llama31_bengali_empathy
+  python test_model.py --preset demo                  # chat with the demo adapter (embedded model, CPU)
+  python test_model.py batch --preset demo            # evaluation/test_prompts.jsonl -> outputs/test_results.json
+  python test_model.py batch --preset demo --base-only            # the same prompts, no adapter
+  python test_model.py batch --prompts my.jsonl --out my.json --greedy --max-new-tokens 128
+
+Chat commands: /reset, /exit (Ctrl-D and Ctrl-C end too). Replies stream as they are generated and
+stop at the model's end-of-turn token; crisis messages get a helpline referral (see docs/safety.md).
+Batch output: {"results": [{"prompt", "category", "response", "new_tokens", "latency_s", ...}], "settings",
+"model"}, results in input order; replies grouped by category also go to evaluation/sample_responses.json.
+See docs/usage.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bengali_empathy.cli import main_guard, make_parser
+from bengali_empathy.config import ConfigError, config_from_args
+
+DEFAULT_PROMPTS = "evaluation/test_prompts.jsonl"
+
+
+def parse_args(argv=None):
+    parser = make_parser(__doc__)
+    parser.add_argument("mode", nargs="?", choices=("chat", "batch"), default="chat",
+                        help="chat (default): interactive; batch: run --prompts and write --out")
+    parser.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder (default: the preset's --output-dir)")
+    parser.add_argument("--base-only", action="store_true", help="no adapter: the base model, for comparison")
+    parser.add_argument("--prompts", metavar="FILE", default=DEFAULT_PROMPTS,
+                        help=f"batch: JSONL or JSON items with 'prompt' and optional 'category' (default: {DEFAULT_PROMPTS})")
+    parser.add_argument("--out", metavar="FILE",
+                        help="batch: output JSON (default: outputs/test_results.json; _base with --base-only)")
+    parser.add_argument("--samples-out", metavar="FILE",
+                        help="batch: replies grouped by category (default: evaluation/sample_responses.json; "
+                             "_base with --base-only); '' to skip")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="batch: prompts per generate call (default: --per-device-eval-batch-size)")
+    parser.add_argument("--safety-log", metavar="FILE", help="append safety events (categories, no user text) here")
+    return parser.parse_args(argv)
+
+
+def user_path(value: str) -> Path:
+    """A path the user typed: relative to the current folder."""
+    return Path(value).expanduser().resolve()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    if args.base_only and args.adapter:
+        raise ConfigError("--adapter and --base-only exclude each other")
+    adapter = None if args.base_only else (user_path(args.adapter) if args.adapter else cfg.path(cfg.output_dir))
+    prompts = user_path(args.prompts) if args.prompts != DEFAULT_PROMPTS else cfg.path(DEFAULT_PROMPTS)
+    from bengali_empathy import generate, report  # heavy imports after the flags are checked
+
+    items = generate.read_prompts(prompts) if args.mode == "batch" else None  # bad files fail before loading
+    guard = generate.make_guard(cfg, user_path(args.safety_log) if args.safety_log else None)
+    print(f"loading {cfg.model_name_or_path}" + (f" + adapter {adapter}" if adapter else " (no adapter)") + " ...",
+          file=sys.stderr, flush=True)
+    gen, info = generate.load_generator(cfg, adapter, guard)
+
+    if args.mode == "chat":
+        from bengali_empathy.chat import run_chat
+
+        banner = f"{cfg.model_name_or_path}" + (f" + {adapter.name}" if adapter else " (base only)")
+        return run_chat(gen, banner=banner)
+
+    suffix = "_base" if args.base_only else ""
+    out = user_path(args.out) if args.out else cfg.path(f"outputs/test_results{suffix}.json")
+    batch_size = args.batch_size or cfg.per_device_eval_batch_size
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} prompts", file=sys.stderr, flush=True)
+
+    results = generate.run_prompts(gen, items, batch_size, progress=progress)
+    payload = {"results": results, "settings": generate.settings_info(gen, batch_size, prompts), "model": info}
+    report.write_json(out, payload)
+    samples = args.samples_out if args.samples_out is not None else str(cfg.path(f"evaluation/sample_responses{suffix}.json"))
+    if samples:
+        report.write_json(user_path(samples), report.group_by_category(results))
+    stats = report.batch_stats(results)
+    print(f"{len(results)} replies -> {out}" + (f" (grouped: {samples})" if samples else ""))
+    print(f"mean new tokens {stats['mean_new_tokens']}, ended their turn {stats['stopped']}/{len(results)}, "
+          f"{stats['tokens_per_s']} tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)
