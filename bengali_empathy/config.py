@@ -115,7 +115,10 @@ class Config:
     group_by_length: bool = _f(True, "Put examples of similar length together to waste less padding.")
     use_liger: bool = _f(False, "Use Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) if installed.")
     dequantize_cache: bool = _f(False, "Dequantize the frozen NF4 weights once into bf16 (same values, more memory).")
-    auto_speed: bool = _f(False, "Choose batching, checkpointing and kernels from free GPU memory.")
+    auto_speed: bool = _f(
+        True, "On a CUDA GPU, choose batching, checkpointing, Liger and the weight cache from free GPU memory "
+        "(fields you set yourself are kept; no effect on CPU)."
+    )
     gpu_memory_cap_gb: float = _f(0.0, "Pretend the GPU has only this much memory (0 = all); for planning 12 GB cards.")
 
     # --- generation / chat ---
@@ -192,14 +195,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_train_samples": 0,
         "max_seq_length": 768,
         "learning_rate": 1e-3,
-        "max_steps": 24,
+        "max_steps": 16,
         "per_device_train_batch_size": 4,
         "per_device_eval_batch_size": 8,
         "gradient_accumulation_steps": 1,
         "warmup_ratio": 0.1,
-        "logging_steps": 4,
-        "eval_steps": 12,
-        "save_steps": 12,
+        "logging_steps": 2,
+        "eval_steps": 8,
+        "save_steps": 8,
+        "max_eval_samples": 16,
         "use_gradient_checkpointing": False,
         "max_new_tokens": 96,
         "context_tokens": 1536,

@@ -230,11 +230,28 @@ def add_lora(model, cfg: Config):
     return get_peft_model(model, lora)
 
 
-def load_training_model(cfg: Config):
+def apply_speed_options(model, cfg: Config) -> dict:
+    """The speed levers that change how the frozen base runs, never what it computes (see speed.py)."""
+    from . import speed
+
+    done: dict = {}
+    if cfg.dequantize_cache and cfg.load_in_4bit:
+        done["dequantized_layers"] = speed.dequantize_cache(model, compute_dtype())
+    if cfg.use_liger:
+        if speed.liger_available():
+            speed.apply_liger(model)
+            done["liger"] = True
+        else:
+            log.warning("use_liger is on but liger-kernel/Triton/CUDA is not available: running without it")
+    return done
+
+
+def load_training_model(cfg: Config, model_path: str | None = None, tokenizer=None):
     """(model with LoRA, tokenizer, resolved model path)."""
-    model_path = resolve_model_path(cfg)
-    tokenizer = load_tokenizer(model_path)
+    model_path = model_path or resolve_model_path(cfg)
+    tokenizer = tokenizer or load_tokenizer(model_path)
     model = load_base_model(cfg, model_path, tokenizer)
+    apply_speed_options(model, cfg)
     model = prepare_for_kbit_training(model, cfg.use_gradient_checkpointing)
     return add_lora(model, cfg), tokenizer, model_path
 

@@ -67,6 +67,16 @@ def peak_memory_gb(device: str) -> float:
     return rss / (2**30 if platform.system() == "Darwin" else 2**20)
 
 
+def final_eval_loss(trainer) -> float:
+    """Validation loss of the model in hand: reuse the last evaluation when it scored exactly this model."""
+    state = trainer.state
+    last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+    best = state.best_model_checkpoint or ""
+    if last and last.get("step") == state.global_step and best.endswith(f"checkpoint-{state.global_step}"):
+        return last["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
+
+
 def make_trainer(cfg: Config, model, tokenizer, train_ds, eval_ds, output_dir: Path):
     """A transformers Trainer set up for QLoRA on this platform; token-budget batches when asked."""
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
@@ -215,7 +225,7 @@ def run(cfg: Config) -> dict:
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.time() - t0
-    eval_after = trainer.evaluate()["eval_loss"]
+    eval_after = final_eval_loss(trainer)
     log.info("validation loss after training: %.4f%s", eval_after,
              f" (before: {eval_before:.4f}, {'lower' if eval_after < eval_before else 'NOT lower'})"
              if eval_before is not None else "")
