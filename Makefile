@@ -34,3 +34,5 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) bengali_empathy_finetuner.py --preset demo --overwrite
+	$(PY) test_model.py batch --preset demo
+	$(PY) human_evaluation.py --preset demo --compare-base

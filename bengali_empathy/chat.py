@@ -85,6 +85,11 @@ def run_chat(gen: Generator, input_fn: Callable[[str], str] = input, out: TextIO
     """The read-reply loop. Returns 0 on /exit, Ctrl-D or Ctrl-C."""
     out = out or sys.stdout
     session = ChatSession(gen)
+    if input_fn is input and sys.stdin.isatty():
+        try:  # line editing and arrow-key history where available (not on Windows)
+            import readline  # noqa: F401
+        except ImportError:
+            pass
 
     def say(text: str = "") -> None:
         out.write(text + "\n")

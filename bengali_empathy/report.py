@@ -146,7 +146,7 @@ def _fmt(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return "0" if v == 0 else (f"{v:.3f}" if abs(v) < 1 else f"{v:.1f}")
+        return "0" if v == 0 else f"{v:.4g}"
     return str(v)
 
 
