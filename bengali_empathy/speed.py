@@ -165,7 +165,7 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     four_bit = cfg.load_in_4bit
 
     liger = choose("use_liger", bool(liger_ok),
-                   "fused linear cross-entropy never builds the 128k-wide logits; fused RMSNorm/RoPE/SwiGLU"
+                   "fused linear cross-entropy never builds the 128k-wide logits; fused RMSNorm and SwiGLU"
                    if liger_ok else "liger-kernel is not installed (pip install liger-kernel) or no Triton")
     choose("batching", "token_budget", "micro-batches by tokens, length-grouped: little padding, few micro-batches")
     choose("pad_to_max_length", False, "padding every example to max_seq_length wastes most of the compute")
@@ -217,7 +217,8 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     if four_bit:
         choose("dequantize_cache", cache,
                "room for bf16 copies of the frozen 4-bit weights: dequantize once, not on every forward/backward"
-               if cache else "no room for a bf16 copy of the weights: dequantize on the fly")
+               if cache else "dequantize on the fly (a bf16 copy was not faster at these micro-batch sizes and costs "
+               "memory; --dequantize-cache turns it on)")
     micro = tokens if "max_tokens_per_batch" not in explicit or not cfg.max_tokens_per_batch else cfg.max_tokens_per_batch
     accum = max(1, math.ceil(step_tokens / micro))
     if "max_tokens_per_batch" not in explicit:
