@@ -164,10 +164,13 @@ def markdown_report(result: dict, charts: list[Path] | None = None, report_dir: 
     cmp = result.get("comparison") or compare(runs)
     model = result.get("model", {})
     lines = ["# Evaluation report", ""]
-    lines.append(f"- base model: `{model.get('base_model')}`; adapter: `{model.get('adapter')}`; "
-                 f"device: {model.get('device')} ({model.get('quantization')})")
+    if model.get("base_model"):
+        lines.append(f"- base model: `{model.get('base_model')}`; adapter: `{model.get('adapter')}`; "
+                     f"device: {model.get('device')} ({model.get('quantization')})")
     st = result.get("settings", {})
-    if st:
+    if st and "max_new_tokens" not in st:
+        lines.append(f"- scored pairs from {st.get('prompts')} ({runs[names[0]]['summary'].get('n')} items)")
+    elif st:
         decoding = ("greedy" if st.get("greedy") else
                     f"sampling T={st.get('temperature')} top-p={st.get('top_p')}")
         lines.append(f"- prompts: {st.get('prompts')} ({runs[names[0]]['summary'].get('n')} items); decoding: "

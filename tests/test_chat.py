@@ -30,7 +30,7 @@ def gen(trained_run):
     from bengali_empathy import generate
 
     cfg, _ = trained_run
-    cfg = dataclasses.replace(cfg, greedy=True, max_new_tokens=16)
+    cfg = dataclasses.replace(cfg, greedy=True, max_new_tokens=8)
     g, info = generate.load_generator(cfg, Path(cfg.output_dir), generate.make_guard(cfg))
     assert info["adapter"] and not info["base_only"]
     return g
@@ -78,16 +78,16 @@ def test_cut_at_first_stop_token(gen):
 def test_generation_stops_at_end_of_turn(gen):
     """The base model ends its turn after a short greeting: the reply stops there, in single and batch mode."""
     g = type(gen)(gen.model, gen.tokenizer, dataclasses.replace(gen.cfg, system_prompt="You are a helpful assistant.",
-                                                               max_new_tokens=24))
+                                                               max_new_tokens=16))
     msgs = g.messages("Hello!")
     one = g.reply(msgs, adapter=False)
-    assert one.stopped and 0 < one.new_tokens < 24, one
+    assert one.stopped and 0 < one.new_tokens < 16, one
     assert "<|im_end|>" not in one.raw_text and "<|im_start|>" not in one.raw_text
     # In a left-padded batch with a longer prompt that runs to the limit, the short reply still ends cleanly.
     both = g.batch([g.messages("পরীক্ষার আগে খুব ভয় লাগে, কী করব?"), msgs], batch_size=2, adapter=False)
-    assert both[1].stopped and both[1].new_tokens < 24
+    assert both[1].stopped and both[1].new_tokens < 16
     assert "<|" not in both[1].text and both[1].text.strip()
-    assert both[0].new_tokens <= 24
+    assert both[0].new_tokens <= 16
 
 
 def test_stream_shows_exactly_the_final_text(gen):
@@ -149,7 +149,7 @@ def test_interactive_script_over_stdin(trained_run):
     from bengali_empathy.chat import BOT, GOODBYE, RESET_DONE
 
     cfg, _ = trained_run
-    proc = run_script("--preset", "demo", "--adapter", cfg.output_dir, "--max-new-tokens", "8", "--greedy",
+    proc = run_script("--preset", "demo", "--adapter", cfg.output_dir, "--max-new-tokens", "6", "--greedy",
                       stdin="পরীক্ষার আগে ভয় লাগে।\n/reset\n\nহ্যালো\x07 🙂\n")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count(BOT) == 2 and RESET_DONE in proc.stdout
