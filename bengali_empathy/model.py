@@ -286,6 +286,7 @@ def check_adapter(adapter_dir: Path, cfg: Config) -> dict:
 
 def load_inference_model(cfg: Config, adapter_dir: Path | None):
     """Base model (4-bit on GPU, bf16 on CPU for speed) with the adapter attached; (model, tokenizer)."""
+    check_device(cfg)
     if adapter_dir is not None:
         check_adapter(adapter_dir, cfg)
     model_path = resolve_model_path(cfg)

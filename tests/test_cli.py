@@ -94,3 +94,10 @@ def test_gated_model_without_token(monkeypatch):
 def test_bad_flag_value_is_reported(tmp_path):
     proc = run_cli("--preset", "nope")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_chat_with_8b_preset_without_gpu_suggests_demo():
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "test_model.py"), "batch"], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO_ROOT, timeout=300)
+    assert_one_line_error(proc, "needs a CUDA GPU", "--preset demo")
