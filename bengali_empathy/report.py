@@ -238,7 +238,10 @@ def write_charts(result: dict, out_dir: Path) -> list[Path]:
     cmp = result.get("comparison") or compare(runs)
     paths = []
 
-    def bars(ax, labels, series: dict[str, list[float]]):
+    def chart(file_name: str, labels: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+              ylim: tuple[float, float] | None = None, width_per_label: float = 0.8) -> None:
+        """One grouped bar chart (a bar per run for each label), saved as out_dir/file_name."""
+        fig, ax = plt.subplots(figsize=(max(6, width_per_label * len(labels) + 2), 4))
         x = np.arange(len(labels))
         w = 0.8 / max(1, len(series))
         for k, (name, vals) in enumerate(series.items()):
@@ -247,42 +250,29 @@ def write_charts(result: dict, out_dir: Path) -> list[Path]:
         ax.set_xticklabels(labels, rotation=30, ha="right")
         if len(series) > 1:
             ax.legend()
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_title(title)
+        fig.tight_layout()
+        paths.append(out_dir / file_name)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
 
     cats = list(cmp["empathy_by_category"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(cats) + 2), 4))
-    bars(ax, cats, {n: [cmp["empathy_by_category"][c].get(n) for c in cats] for n in names})
-    ax.set_ylabel("mean empathy score (0-100)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Empathy score by category")
-    fig.tight_layout()
-    paths.append(out_dir / "empathy_by_category.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    chart("empathy_by_category.png", cats, {n: [cmp["empathy_by_category"][c].get(n) for c in cats] for n in names},
+          "mean empathy score (0-100)", "Empathy score by category", ylim=(0, 100))
 
     flags = list(dict.fromkeys(f for n in names for f in cmp["flag_counts"][n]))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(flags) + 2), 4))
-    bars(ax, flags, {n: [cmp["flag_counts"][n].get(f, 0) for f in flags] for n in names})
-    ax.set_ylabel("replies flagged")
-    ax.set_title("Problems found in replies")
-    fig.tight_layout()
-    paths.append(out_dir / "flags.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    chart("flags.png", flags, {n: [cmp["flag_counts"][n].get(f, 0) for f in flags] for n in names},
+          "replies flagged", "Problems found in replies", width_per_label=0.7)
 
     items0 = runs[names[0]]["items"]
     dims = list(items0[0].get("dimensions", {})) if items0 else []
     if dims:
-        fig, ax = plt.subplots(figsize=(7, 4))
         series = {n: [sum(it["dimensions"][d] for it in runs[n]["items"]) / len(runs[n]["items"]) for d in dims]
                   for n in names}
-        bars(ax, dims, series)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("mean (0-1)")
-        ax.set_title("Empathy dimensions")
-        fig.tight_layout()
-        paths.append(out_dir / "dimensions.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        chart("dimensions.png", dims, series, "mean (0-1)", "Empathy dimensions", ylim=(0, 1))
     return paths
 
 
