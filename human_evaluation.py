@@ -79,7 +79,7 @@ def make_judge(args, cfg):
         return None
     if not args.judge_model:
         raise ConfigError("--judge-url needs --judge-model NAME (the model name the endpoint serves)")
-    from bengali_empathy.report import Judge
+    from bengali_empathy.judge import Judge
 
     cache = user_path(args.judge_cache) if args.judge_cache else cfg.path("outputs/judge_cache.json")
     return Judge(args.judge_url, args.judge_model, cache_path=cache)

@@ -245,7 +245,7 @@ def judge_server():
 
 
 def test_llm_judge_rubric_cache_and_errors(judge_server, tmp_path, monkeypatch):
-    from bengali_empathy.report import JUDGE_RUBRIC, Judge
+    from bengali_empathy.judge import JUDGE_RUBRIC, Judge
 
     monkeypatch.setenv("JUDGE_API_KEY", "test-key")
     items = [{"prompt": "ভয় লাগে", "response": "ভয় পাওয়া স্বাভাবিক।"}, {"prompt": "x", "response": "y"}]
