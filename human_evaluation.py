@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-from bengali_empathy.cli import main_guard, make_parser
+from bengali_empathy.cli import main_guard, make_parser, user_path
 from bengali_empathy.config import ConfigError, config_from_args
 from bengali_empathy.data import DataError
 
@@ -45,10 +44,6 @@ def parse_args(argv=None):
     g.add_argument("--judge-model", metavar="NAME", help="the judge model's name at that endpoint")
     g.add_argument("--judge-cache", metavar="FILE", help="judge answer cache (default: outputs/judge_cache.json)")
     return p.parse_args(argv)
-
-
-def user_path(value: str) -> Path:
-    return Path(value).expanduser().resolve()
 
 
 def score_file(args, cfg) -> int:

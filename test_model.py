@@ -16,9 +16,8 @@ See docs/usage.md.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from bengali_empathy.cli import main_guard, make_parser
+from bengali_empathy.cli import main_guard, make_parser, user_path
 from bengali_empathy.config import ConfigError, config_from_args
 
 DEFAULT_PROMPTS = "evaluation/test_prompts.jsonl"
@@ -41,11 +40,6 @@ def parse_args(argv=None):
                         help="batch: prompts per generate call (default: --per-device-eval-batch-size)")
     parser.add_argument("--safety-log", metavar="FILE", help="append safety events (categories, no user text) here")
     return parser.parse_args(argv)
-
-
-def user_path(value: str) -> Path:
-    """A path the user typed: relative to the current folder."""
-    return Path(value).expanduser().resolve()
 
 
 def main(argv=None) -> int:

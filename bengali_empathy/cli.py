@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .config import ConfigError, add_config_args
@@ -15,6 +16,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .model import ModelError
 
     return (ConfigError, DataError, ModelError, FileNotFoundError)
+
+
+def user_path(value: str) -> Path:
+    """A path the user typed: relative to the current folder (config paths are relative to the repo root)."""
+    return Path(value).expanduser().resolve()
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
