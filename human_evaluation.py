@@ -18,8 +18,8 @@ import sys
 import time
 
 from bengali_empathy.cli import main_guard, make_parser, user_path
-from bengali_empathy.config import ConfigError, config_from_args
-from bengali_empathy.data import DataError
+from bengali_empathy.config import config_from_args
+from bengali_empathy.errors import ConfigError
 
 
 def parse_args(argv=None):
@@ -49,10 +49,7 @@ def parse_args(argv=None):
 def score_file(args, cfg) -> int:
     from bengali_empathy import report, score
 
-    try:
-        pairs = score.load_pairs(user_path(args.score_file))
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    pairs = score.load_pairs(user_path(args.score_file))
     scored = score.score_pairs(pairs)
     result = {"summary": scored["summary"], "items": scored["items"], "source": str(args.score_file)}
     judge = make_judge(args, cfg)

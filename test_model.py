@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 
 from bengali_empathy.cli import main_guard, make_parser, user_path
-from bengali_empathy.config import ConfigError, config_from_args
+from bengali_empathy.config import config_from_args
+from bengali_empathy.errors import ConfigError
 
 DEFAULT_PROMPTS = "evaluation/test_prompts.jsonl"
 

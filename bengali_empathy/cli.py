@@ -7,15 +7,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, add_config_args
+from .config import add_config_args
+from .errors import UserError
 
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user must fix something: printed as one line, no traceback."""
-    from .data import DataError
-    from .model import ModelError
-
-    return (ConfigError, DataError, ModelError, FileNotFoundError)
+# Exceptions that mean the user must fix something: printed as one line, no traceback.
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def user_path(value: str) -> Path:
@@ -37,7 +33,7 @@ def main_guard(fn: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         code = 130
-    except user_errors() as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
     sys.exit(code or 0)

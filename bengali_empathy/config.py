@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The embedded stand-in model: SmolLM2-135M-Instruct, shipped as a GGUF file inside the
@@ -37,10 +39,6 @@ SYSTEM_PROMPT = (
 # The demo model tokenizes Bengali byte by byte (the full prompt is ~450 tokens there), so the
 # CPU demo uses the prompt's first sentence to keep every example short.
 SHORT_SYSTEM_PROMPT = "আপনি একজন সহানুভূতিশীল বাংলা কাউন্সেলর।"
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; the message says what is wrong and how to fix it."""
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

@@ -6,7 +6,6 @@ which the trainer prints and saves beside the adapter.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import CORPUS_HINT, Config, ConfigError
+from .config import CORPUS_HINT, Config
+from .errors import ConfigError, DataError
+from .io import read_records
 from .runlog import write_json_atomic, write_jsonl_atomic
 
 # Standard column names, and the spellings seen in the wild for each (lower-cased, stripped).
@@ -32,10 +33,6 @@ REQUIRED = ("question", "answer")
 
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b\u2060\ufeff\ufffd]")
 _SPACE = re.compile(r"\s+")
-
-
-class DataError(ValueError):
-    """A problem with the user's data; the message names it and the fix."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -58,20 +55,9 @@ def parse_columns(spec: str) -> dict[str, str]:
 def read_table(path: str | Path, columns: str = "") -> pd.DataFrame:
     """Read CSV/TSV/JSONL into a frame with columns topic, title, question, answer (strings, may be empty)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}. For the real corpus, {CORPUS_HINT}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            raw = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
-        else:
-            raw = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                              encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"cannot read {path} as UTF-8: re-save it as UTF-8 (e.g. Excel: 'CSV UTF-8')") from None
-    except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
-    found = [str(c) for c in raw.columns]
+    table = read_records(path, "data file", f"for the real corpus, {CORPUS_HINT}")
+    raw = pd.DataFrame([r.value for r in table.records], columns=table.fields, dtype=object)
+    found = [str(c) for c in table.fields]
     by_lower = {c.strip().lower(): c for c in found}
     explicit = parse_columns(columns)
     chosen: dict[str, str] = {}
@@ -319,5 +305,5 @@ def save_splits(prepared: PreparedData, out_dir: Path) -> None:
 
 
 def read_split(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The records of a split saved by save_splits (an empty split gives [])."""
+    return [r.value for r in read_records(path, "split file", "retrain the run", allow_empty=True).records]

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from .config import Config
-from .data import DataError, to_messages
+from .data import to_messages
+from .errors import DataError
+from .io import problem, read_records
 
 # Control characters (keeping \n and \t, which become spaces/newlines), zero-width marks, BOM, U+FFFD.
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b\u2060\ufeff\ufffd]")
@@ -128,63 +130,29 @@ def sanitize_text(text: str, max_chars: int = MAX_INPUT_CHARS, special_tokens: I
 
 
 def read_prompts(path: str | Path) -> list[dict]:
-    """Read a prompt file: JSONL (one object per line) or JSON (a list, or {"prompts": [...]}).
+    """Read a prompt file: JSONL (one object per line), JSON (a list, or {"prompts": [...]}) or CSV.
 
-    Items need a non-empty `prompt`; `category` and `reference` (or `answer`) are optional. Errors name
-    the file and the line (JSONL) or item (JSON) to fix.
+    Items need a non-empty `prompt` (a JSON item may be just the prompt string); `category` and
+    `reference` (or `answer`) are optional. Errors name the file and the line (JSONL, CSV) or item (JSON).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"prompt file not found: {p}; pass --prompts FILE (JSONL or JSON with a 'prompt' field per item)")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"cannot read {p} as UTF-8: re-save it as UTF-8") from None
-    stripped = text.strip()
-    if not stripped:
-        raise DataError(f"{p} is empty; write one JSON object per line like {{\"prompt\": \"...\", \"category\": \"Stress\"}}")
-    items: list[tuple[str, Any]] = []  # (where, item)
-    if stripped[0] in "[{" and (p.suffix.lower() == ".json" or stripped[0] == "["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            if stripped[0] == "{" and p.suffix.lower() != ".json":
-                data = None  # maybe JSONL after all
-            else:
-                raise DataError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); write a JSON list of "
-                                "objects or JSONL (one object per line)") from None
-        if data is not None:
-            if isinstance(data, dict) and isinstance(data.get("prompts"), list):
-                data = data["prompts"]
-            if not isinstance(data, list):
-                raise DataError(f"{p} must hold a JSON list of objects with a 'prompt' field (or JSONL)")
-            items = [(f"item {i}", x) for i, x in enumerate(data, 1)]
-    if not items:
-        for ln, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"line {ln}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p} line {ln} is not valid JSON ({e.msg}); write one object per line "
-                                "like {\"prompt\": \"...\"}") from None
+    fix = 'pass --prompts FILE: JSONL with one object per line like {"prompt": "...", "category": "Stress"}'
+    table = read_records(path, "prompt file", fix, objects=False, list_key="prompts")
     out = []
-    for where, x in items:
-        if isinstance(x, str):
-            x = {"prompt": x}
+    for rec in table.records:
+        x = {"prompt": rec.value} if isinstance(rec.value, str) else rec.value
         if not isinstance(x, dict):
-            raise DataError(f"{p} {where}: expected an object with a 'prompt' field, got {type(x).__name__}")
+            raise problem(table.path, rec.where, f"expected an object with a 'prompt' field, got {type(x).__name__}")
         prompt = x.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             found = ", ".join(map(str, x)) or "nothing"
-            raise DataError(f"{p} {where}: no non-empty 'prompt' field (found: {found})")
+            raise problem(table.path, rec.where, f"no non-empty 'prompt' field (found: {found})", fix)
         item = {"prompt": prompt, "category": None if x.get("category") in (None, "") else str(x["category"])}
         ref = x.get("reference", x.get("answer"))
         if isinstance(ref, str) and ref.strip():
             item["reference"] = ref
         out.append(item)
     if not out:
-        raise DataError(f"{p} holds no prompts")
+        raise problem(table.path, None, "holds no prompts", fix)
     return out
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .config import LLAMA31_8B, Config, ConfigError
+from .config import LLAMA31_8B, Config
+from .errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|endoftext|>", "<pad>", "[PAD]", "<|pad|>")
 # End-of-turn markers of the chat templates we support: Llama 3.1 and ChatML (SmolLM2).
 STOP_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end_of_text|>")
-
-
-class ModelError(RuntimeError):
-    """A problem loading a model or adapter; the message says what was found and how to fix it."""
 
 
 def hf_token() -> str | None:

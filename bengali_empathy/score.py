@@ -71,7 +71,6 @@ F1 from our own LCS over a Unicode tokenizer that keeps Bengali combining marks 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import unicodedata
@@ -80,6 +79,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from bengali_empathy import safety
+from bengali_empathy.errors import DataError
+from bengali_empathy.io import problem, read_records
 
 __all__ = [
     "FLAGS", "score_reply", "score_pairs", "reference_metrics", "load_pairs", "seed_score_raw",
@@ -732,40 +733,20 @@ def _need_msg(path, found) -> str:
 
 def load_pairs(path) -> list[dict]:
     """Read JSONL (or a JSON list) or CSV with prompt,response (or question/answer, input/output)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{path}: file not found; need a JSONL or CSV file with prompt,response columns")
-    text = p.read_text(encoding="utf-8-sig")
-    rows: list[dict]
-    if p.suffix.lower() in (".csv", ".tsv"):
-        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if p.suffix.lower() == ".tsv" else ","))
-        found = list(rows[0].keys()) if rows else (next(csv.reader(text.splitlines()), []) if text.strip() else [])
-    else:
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            try:
-                rows = json.loads(stripped)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: invalid JSON (line {e.lineno}: {e.msg})") from None
-        else:
-            rows = []
-            for ln, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {ln} is not valid JSON ({e.msg}); need one object per line") from None
-        if any(not isinstance(r, dict) for r in rows):
-            raise ValueError(f"{path}: every record must be a JSON object with prompt,response")
-        found = list(dict.fromkeys(k for r in rows for k in r))
+    need = "need prompt,response (or question,answer / input,output)"
+    table = read_records(path, "score file", f"{need} in a JSONL or CSV file")
+    rows = [r.value for r in table.records]
     if not rows:
-        raise ValueError(f"{path}: no rows; need records with prompt,response (or question,answer / input,output)")
-    for pk, rk in _ALIASES:
-        if all(pk in r and rk in r for r in rows):
-            break
-    else:
-        raise ValueError(_need_msg(path, found))
+        raise problem(path, None, "no rows", need)
+    # The column pair most records have; a record without it is named by its line (or item).
+    pk, rk = max(_ALIASES, key=lambda a: sum(a[0] in r and a[1] in r for r in rows))
+    if not any(pk in r and rk in r for r in rows):
+        raise DataError(_need_msg(path, table.fields))
+    for rec in table.records:
+        missing = [k for k in (pk, rk) if k not in rec.value]
+        if missing:
+            raise problem(path, rec.where, f"no {' or '.join(map(repr, missing))} field (found: "
+                          f"{', '.join(map(str, rec.value)) or 'nothing'})", f"every record needs {pk},{rk}")
     out = []
     for r in rows:
         item = {"prompt": "" if r[pk] is None else str(r[pk]), "response": "" if r[rk] is None else str(r[rk])}

@@ -73,7 +73,7 @@ def test_unreadable_encoding(tmp_path):
     f = tmp_path / "latin.csv"
     f.write_bytes("Questions,Answers\n\xe9\xe9\xe9\xe9\xe9\xe9,\xe0\xe0\xe0\xe0\xe0\xe0\n".encode("latin-1"))
     assert_one_line_error(run_cli("--preset", "demo", "--data", str(f), "--output-dir", str(tmp_path / "o")),
-                          "UTF-8")
+                          "latin.csv line 2: byte 0xe9", "re-save the file as UTF-8")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")

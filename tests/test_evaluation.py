@@ -179,6 +179,14 @@ def test_score_file_errors(tmp_path):
                                      timeout=120), "bad.jsonl", "prompt")
     assert_one_line_error(run_script("human_evaluation.py", "--score-file", str(tmp_path / "nope.csv"), timeout=120),
                           "nope.csv")
+    # One record lacks "response": the message names that line and what it has, not the columns it found.
+    gap = write_jsonl(tmp_path / "gap.jsonl", [{"prompt": "ক", "response": "খ"}, {"prompt": "গ"}])
+    assert_one_line_error(run_script("human_evaluation.py", "--score-file", str(gap), timeout=120),
+                          "gap.jsonl line 2: no 'response' field (found: prompt)", "prompt,response")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"prompt,response\nok,fine\nfa\xe7ade,x\n")
+    assert_one_line_error(run_script("human_evaluation.py", "--score-file", str(latin), timeout=120),
+                          "latin.csv line 3", "not UTF-8", "re-save the file as UTF-8")
 
 
 # --------------------------------------------------------------------------- evaluation with the model
