@@ -5,6 +5,8 @@
   python human_evaluation.py --prompts evaluation/test_prompts.jsonl --limit 30
   python human_evaluation.py --score-file replies.jsonl --out scored.json    # score (prompt, response) pairs, no model
   JUDGE_API_KEY=... python human_evaluation.py --judge-url http://localhost:8000/v1 --judge-model qwen2.5-7b-instruct
+  python human_evaluation.py --feedback outputs/feedback.db          # people's ratings from the web page -> report
+  python human_evaluation.py --feedback outputs/feedback.db --export-prefs prefs.jsonl   # TRL preference data
 
 Writes outputs/evaluation_results.json ({"summary", "items", ...}), evaluation/report.md and PNG charts
 in evaluation/. With the test split (the default) it also reports held-out loss and perplexity per
@@ -43,7 +45,59 @@ def parse_args(argv=None):
     g.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible endpoint for an LLM judge (off by default)")
     g.add_argument("--judge-model", metavar="NAME", help="the judge model's name at that endpoint")
     g.add_argument("--judge-cache", metavar="FILE", help="judge answer cache (default: outputs/judge_cache.json)")
+    h = p.add_argument_group("human feedback (from `test_model.py web`; no model is loaded)")
+    h.add_argument("--feedback", metavar="DB",
+                   help="the web page's feedback store: print the human results, write them to --out (default "
+                        "outputs/human_results.json) and add them to the report (with outputs/evaluation_results.json "
+                        "when it exists)")
+    h.add_argument("--export-prefs", metavar="FILE",
+                   help="with --feedback: write the preference records (TRL pairs and unpaired thumbs) to this JSONL")
     return p.parse_args(argv)
+
+
+def human_feedback(args, cfg) -> int:
+    """--feedback DB [--export-prefs FILE]: the human results and the preference export; no model."""
+    import json
+
+    from bengali_empathy import feedback, report
+
+    db = user_path(args.feedback)
+    if args.export_prefs:
+        out = user_path(args.export_prefs)
+        counts = feedback.write_preferences(db, out)
+        kinds = ", ".join(f"{k} {counts[k]}" for k in ("comparison", "better_reply", "thumbs") if counts.get(k))
+        print(f"{counts['pairs']} pairs and {counts['unpaired']} unpaired records ({kinds or 'none'}) -> {out}")
+        return 0
+    h = feedback.summary(db)
+    out = user_path(args.out) if args.out else cfg.path("outputs/human_results.json")
+    report.write_json(out, {"human": h})
+    c = h["counts"]
+    print(f"{c['sessions']} sessions, {c['replies']} chat replies, {c['ratings']} ratings "
+          f"(thumbs up {c['thumbs_up']}, down {c['thumbs_down']}), {c['comparisons']} blind comparisons")
+    for name, m in h["models"].items():
+        dims = ", ".join(f"{d} {v['mean']:.2f} (n={v['n']})" for d, v in m["dimensions"].items() if v["mean"] is not None)
+        print(f"  {name}: {m['ratings']} ratings; {dims or 'no 1-5 ratings'}")
+    for w in h["win_rates"]:
+        rate = (f"{w['win_rate']:.0%} (95% CI {w['ci95'][0]:.0%}-{w['ci95'][1]:.0%})" if w["win_rate"] is not None
+                else "n/a")
+        print(f"  {w['first']} vs {w['second']}: win rate {rate}, {w['wins']}-{w['losses']}, {w['ties']} ties")
+    for d, a in h["agreement"].items():
+        if a["spearman"] is not None:
+            print(f"  Spearman {d} vs automatic score: {a['spearman']:.2f} (n={a['n']})")
+    print(f"human results -> {out}")
+    if not args.no_report:
+        result: dict = {}
+        prev = cfg.path("outputs/evaluation_results.json")
+        if prev.is_file():
+            try:
+                result = json.loads(prev.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                result = {}
+        result = {**result, "human": h} if result.get("runs") else {"human": h}
+        report_dir = user_path(args.report_dir) if args.report_dir else cfg.path("evaluation")
+        files = report.write_report(result, report_dir)
+        print("report: " + ", ".join(str(f) for f in files))
+    return 0
 
 
 def score_file(args, cfg) -> int:
@@ -159,6 +213,13 @@ def evaluate(args, cfg) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
+    if args.export_prefs and not args.feedback:
+        raise ConfigError("--export-prefs needs --feedback DB (the feedback store written by `test_model.py web`)")
+    if args.feedback:
+        if args.score_file or args.compare_base or args.base_only or args.prompts:
+            raise ConfigError("--feedback reads the web page's store and loads no model: leave out --score-file, "
+                              "--prompts, --compare-base and --base-only")
+        return human_feedback(args, cfg)
     if args.score_file:
         return score_file(args, cfg)
     return evaluate(args, cfg)

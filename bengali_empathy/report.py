@@ -150,8 +150,59 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+DIMENSION_LABELS = {"empathy": "empathy", "helpfulness": "helpfulness", "safety": "safety",
+                    "natural_bengali": "natural Bengali", "mean_of_dimensions": "mean of the four", "thumbs": "thumbs"}
+
+
+def human_markdown(h: dict, heading: str = "##") -> str:
+    """The human feedback (feedback.summary) as Markdown: counts, ratings per model, win rates, agreement."""
+    c = h["counts"]
+    lines = [f"{heading} Human feedback", "",
+             f"From `{h.get('db')}`: {c['sessions']} sessions, {c['replies']} chat replies and "
+             f"{c['comparison_replies']} comparison replies shown ({c['replies_with_text']} with text stored by "
+             f"consent, {c['crisis_replies']} to crisis messages); {c['ratings']} ratings (thumbs up "
+             f"{c['thumbs_up']}, down {c['thumbs_down']}; {c['better_replies']} better replies written, "
+             f"{c['comments']} comments); {c['comparisons']} blind comparisons ({c['ties']} ties).", ""]
+    models = h.get("models") or {}
+    if models:
+        lines += [f"{heading}# Mean human ratings (1-5) per model", ""]
+        dims = [d for d in DIMENSION_LABELS if d not in ("mean_of_dimensions", "thumbs")]
+        rows = []
+        for name, m in models.items():
+            cells = [f"{m['dimensions'][d]['mean']:.2f} (n={m['dimensions'][d]['n']})"
+                     if m["dimensions"][d]["mean"] is not None else "–" for d in dims]
+            up = m.get("thumbs_up_rate")
+            rows.append([name, m["replies"], m["ratings"], *cells,
+                         f"{up:.0%} of {m['thumbs_up'] + m['thumbs_down']}" if up is not None else "–"])
+        lines.append(_table(["model", "replies", "ratings", *(DIMENSION_LABELS[d] for d in dims), "thumbs up"], rows))
+        lines.append("")
+    lines += [f"{heading}# Blind comparisons (win rate, Wilson 95% interval)", ""]
+    if h.get("win_rates"):
+        rows = []
+        for w in h["win_rates"]:
+            rate = (f"{w['win_rate']:.0%} [{w['ci95'][0]:.0%}, {w['ci95'][1]:.0%}]"
+                    if w["win_rate"] is not None else "–")
+            rows.append([f"{w['first']} vs {w['second']}", w["n"], w["wins"], w["losses"], w["ties"], rate])
+        lines.append(_table(["pair (first vs second)", "votes", "first wins", "second wins", "ties",
+                             "win rate of first (ties excluded)"], rows))
+    else:
+        lines.append("No blind comparisons yet.")
+    lines += ["", f"{heading}# Agreement with the automatic scorer (Spearman)", ""]
+    rows = []
+    for d, a in (h.get("agreement") or {}).items():
+        ci = f" [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]" if a.get("ci95") else ""
+        rows.append([DIMENSION_LABELS.get(d, d), a["n"],
+                     f"{a['spearman']:.2f}{ci}" if a["spearman"] is not None else "– (too few or constant)"])
+    lines.append(_table(["human rating", "n", "Spearman ρ vs automatic empathy_score"], rows))
+    lines += ["", h.get("notes", ""), ""]
+    return "\n".join(lines)
+
+
 def markdown_report(result: dict, charts: list[Path] | None = None, report_dir: Path | None = None) -> str:
-    """The evaluation as Markdown: overall table, per-category table, flags, charts, examples."""
+    """The evaluation as Markdown: overall table, per-category table, flags, charts, examples; the human
+    feedback section when result has "human" (human_evaluation.py --feedback)."""
+    if not result.get("runs"):
+        return "# Evaluation report\n\n" + human_markdown(result["human"]) if result.get("human") else ""
     runs = result["runs"]
     names = list(runs)
     cmp = result.get("comparison") or compare(runs)
@@ -214,6 +265,8 @@ def markdown_report(result: dict, charts: list[Path] | None = None, report_dir: 
             fl = f" — flags: {', '.join(other['flags'])}" if other["flags"] else ""
             lines.append(f"- *{n}* ({other['empathy_score']:.1f}{fl}): {_short(other['response'], 300)}")
         lines.append("")
+    if result.get("human"):
+        lines += ["", human_markdown(result["human"])]
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +325,7 @@ def write_charts(result: dict, out_dir: Path) -> list[Path]:
 def write_report(result: dict, report_dir: Path) -> list[Path]:
     """evaluation/report.md plus its charts; returns the files written."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    charts = write_charts(result, report_dir)
+    charts = write_charts(result, report_dir) if result.get("runs") else []
     md = report_dir / "report.md"
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text(markdown_report(result, charts, report_dir), encoding="utf-8")
