@@ -4,6 +4,8 @@
   python bengali_empathy_finetuner.py --preset full      # whole corpus, 3 epochs, LoRA r32, early stopping
   python bengali_empathy_finetuner.py --preset demo      # embedded 135M model on sample data, CPU, minutes
   python bengali_empathy_finetuner.py --config run.yaml --max-steps 100 --resume
+  python bengali_empathy_finetuner.py --preset demo --export merged --adapter outputs/demo --out outputs/demo-merged --verify
+  python bengali_empathy_finetuner.py --export gguf --adapter DIR --out DIR2     # + Ollama Modelfile (needs llama.cpp)
 
 Outputs go to --output-dir: the adapter, tokenizer, resolved config, data splits and manifest, and one
 record appended to outputs/llama_empathy_experiments_experiments.jsonl.
@@ -11,11 +13,22 @@ record appended to outputs/llama_empathy_experiments_experiments.jsonl.
 
 from bengali_empathy.cli import main_guard, make_parser
 from bengali_empathy.config import config_from_args
+from bengali_empathy.errors import ConfigError
 
 
-def main() -> None:
-    args = make_parser(__doc__).parse_args()
+def main() -> int | None:
+    from bengali_empathy.export import add_export_args
+
+    parser = make_parser(__doc__)
+    add_export_args(parser)
+    args = parser.parse_args()
     cfg = config_from_args(args)
+    if args.export:
+        from bengali_empathy.export import run_export
+
+        return run_export(args, cfg)
+    if args.adapter or args.out or args.verify:
+        raise ConfigError("--adapter, --out and --verify go with --export merged|gguf")
     from bengali_empathy import train  # heavy imports (torch, transformers) after the flags are checked
 
     train.run(cfg)

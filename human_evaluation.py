@@ -4,6 +4,7 @@
   python human_evaluation.py --preset demo --compare-base   # fine-tuned vs base on the same prompts (one model load)
   python human_evaluation.py --prompts evaluation/test_prompts.jsonl --limit 30
   python human_evaluation.py --score-file replies.jsonl --out scored.json    # score (prompt, response) pairs, no model
+  python human_evaluation.py --preset demo --api-base http://127.0.0.1:8000/v1     # replies from a server
   JUDGE_API_KEY=... python human_evaluation.py --judge-url http://localhost:8000/v1 --judge-model qwen2.5-7b-instruct
   python human_evaluation.py --feedback outputs/feedback.db          # people's ratings from the web page -> report
   python human_evaluation.py --feedback outputs/feedback.db --export-prefs prefs.jsonl   # TRL preference data
@@ -52,6 +53,9 @@ def parse_args(argv=None):
                         "when it exists)")
     h.add_argument("--export-prefs", metavar="FILE",
                    help="with --feedback: write the preference records (TRL pairs and unpaired thumbs) to this JSONL")
+    from bengali_empathy.client import add_api_args
+
+    add_api_args(p)
     return p.parse_args(argv)
 
 
@@ -132,17 +136,22 @@ def make_judge(args, cfg):
 
 
 def evaluate(args, cfg) -> int:
-    from bengali_empathy import generate, report, score
+    from bengali_empathy import generate, prompts as prompts_lib, report, score
+    from bengali_empathy.client import check_api_args
+    from bengali_empathy.heldout import heldout_loss
 
+    check_api_args(args)
+    if args.api_base and args.compare_base and not args.api_base_model:
+        raise ConfigError("--compare-base over --api-base needs --api-base-model NAME (the base model at that server)")
     if args.base_only and (args.adapter or args.compare_base):
         raise ConfigError("--base-only excludes --adapter and --compare-base")
     run_dir = user_path(args.adapter) if args.adapter else cfg.path(cfg.output_dir)
     adapter = None if args.base_only else run_dir
     if args.prompts:
-        items = generate.read_prompts(user_path(args.prompts))
+        items = prompts_lib.read_prompts(user_path(args.prompts))
         source = str(args.prompts)
     else:
-        items = generate.read_test_split(run_dir)
+        items = prompts_lib.read_test_split(run_dir)
         source = str(run_dir / "data" / "test.jsonl")
     loss_rows = [it for it in items if it.get("reference")]
     gen_items = items[: args.limit] if args.limit > 0 else items
@@ -150,8 +159,16 @@ def evaluate(args, cfg) -> int:
 
     print(f"loading {cfg.model_name_or_path}" + (f" + adapter {adapter}" if adapter else " (no adapter)") + " ...",
           file=sys.stderr, flush=True)
-    gen, info = generate.load_generator(cfg, adapter, generate.make_guard(cfg))
-    batch_size = args.batch_size or cfg.per_device_eval_batch_size
+    if args.api_base:
+        from bengali_empathy.client import load_api_generator
+
+        gen, info = load_api_generator(cfg, args, generate.make_guard(cfg))
+        if args.base_only:  # the base model's name at the server
+            gen.model_name = gen._model_for(False)
+            info = {**gen.info(), "base_only": True}
+    else:
+        gen, info = generate.load_generator(cfg, adapter, generate.make_guard(cfg))
+    batch_size = args.batch_size or (args.api_concurrency if args.api_base else None)  # None: from free memory
     runs_spec = [("fine_tuned", True), ("base", False)] if args.compare_base else \
         [("base" if adapter is None else "fine_tuned", adapter is not None)]
     runs: dict[str, dict] = {}
@@ -172,8 +189,9 @@ def evaluate(args, cfg) -> int:
                "generation_s": round(time.perf_counter() - t0, 2)}
         if "reference_metrics" in scored["summary"]:
             run["reference_metrics"] = scored["summary"]["reference_metrics"]
-        if loss_rows and not args.no_loss:
-            run["heldout"] = generate.heldout_loss(gen, loss_rows, adapter=use_adapter, batch_size=batch_size)
+        if loss_rows and not args.no_loss and not args.api_base:  # the loss needs the weights here
+            run["heldout"] = heldout_loss(gen, loss_rows, adapter=use_adapter,
+                                          batch_size=batch_size or cfg.per_device_eval_batch_size)
         if judge is not None:
             run["judge"] = judge.rate_items(run["items"])
         runs[name] = run

@@ -5,6 +5,8 @@
   python test_model.py batch --preset demo            # evaluation/test_prompts.jsonl -> outputs/test_results.json
   python test_model.py batch --preset demo --base-only            # the same prompts, no adapter
   python test_model.py batch --prompts my.jsonl --out my.json --greedy --max-new-tokens 128
+  python test_model.py serve --preset demo --port 8000            # OpenAI-compatible server (transformers serve)
+  python test_model.py batch --preset demo --api-base http://127.0.0.1:8000/v1 --greedy   # replies from a server
 
 Chat commands: /reset, /exit (Ctrl-D and Ctrl-C end too). Replies stream as they are generated and
 stop at the model's end-of-turn token; crisis messages get a helpline referral (see docs/safety.md).
@@ -26,8 +28,9 @@ DEFAULT_PROMPTS = "evaluation/test_prompts.jsonl"
 
 def parse_args(argv=None):
     parser = make_parser(__doc__)
-    parser.add_argument("mode", nargs="?", choices=("chat", "batch"), default="chat",
-                        help="chat (default): interactive; batch: run --prompts and write --out")
+    parser.add_argument("mode", nargs="?", choices=("chat", "batch", "serve"), default="chat",
+                        help="chat (default): interactive; batch: run --prompts and write --out; "
+                             "serve: an OpenAI-compatible server on the merged model")
     parser.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder (default: the preset's --output-dir)")
     parser.add_argument("--base-only", action="store_true", help="no adapter: the base model, for comparison")
     parser.add_argument("--prompts", metavar="FILE", default=DEFAULT_PROMPTS,
@@ -40,33 +43,62 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="batch: prompts per generate call (default: --per-device-eval-batch-size)")
     parser.add_argument("--safety-log", metavar="FILE", help="append safety events (categories, no user text) here")
+    srv = parser.add_argument_group("serve (test_model.py serve)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only)")
+    srv.add_argument("--port", type=int, help="port (serve: default 8000)")
+    srv.add_argument("--merged-dir", metavar="DIR", help="serve: where the merged export goes (default: ADAPTER-merged)")
+    from bengali_empathy.client import add_api_args
+
+    add_api_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
+    from bengali_empathy.client import check_api_args
+
+    check_api_args(args)
     if args.base_only and args.adapter:
         raise ConfigError("--adapter and --base-only exclude each other")
+    if args.mode == "serve" and args.api_base:
+        raise ConfigError("serve runs the server; --api-base is for talking to one (chat or batch)")
     adapter = None if args.base_only else (user_path(args.adapter) if args.adapter else cfg.path(cfg.output_dir))
     prompts = user_path(args.prompts) if args.prompts != DEFAULT_PROMPTS else cfg.path(DEFAULT_PROMPTS)
-    from bengali_empathy import generate, report  # heavy imports after the flags are checked
+    if args.mode == "serve":
+        from bengali_empathy import serve
 
-    items = generate.read_prompts(prompts) if args.mode == "batch" else None  # bad files fail before loading
+        serve.check_host(args.host)
+        return serve.run_server(cfg, adapter, args.host, args.port or serve.DEFAULT_PORT,
+                                user_path(args.merged_dir) if args.merged_dir else None)
+    from bengali_empathy import generate, prompts as prompts_lib, report  # heavy imports after the flags are checked
+
+    items = prompts_lib.read_prompts(prompts) if args.mode == "batch" else None  # bad files fail before loading
     guard = generate.make_guard(cfg, user_path(args.safety_log) if args.safety_log else None)
-    print(f"loading {cfg.model_name_or_path}" + (f" + adapter {adapter}" if adapter else " (no adapter)") + " ...",
-          file=sys.stderr, flush=True)
-    gen, info = generate.load_generator(cfg, adapter, guard)
+    if args.api_base:
+        from bengali_empathy.client import load_api_generator
+
+        print(f"connecting to {args.api_base} ...", file=sys.stderr, flush=True)
+        gen, info = load_api_generator(cfg, args, guard)
+        if args.base_only:  # the base model's name at the server
+            gen.model_name = gen._model_for(False)
+            info = {**gen.info(), "base_only": True}
+        name = gen.model_name
+    else:
+        print(f"loading {cfg.model_name_or_path}" + (f" + adapter {adapter}" if adapter else " (no adapter)") + " ...",
+              file=sys.stderr, flush=True)
+        gen, info = generate.load_generator(cfg, adapter, guard)
+        name = None
 
     if args.mode == "chat":
         from bengali_empathy.chat import run_chat
 
-        banner = f"{cfg.model_name_or_path}" + (f" + {adapter.name}" if adapter else " (base only)")
+        banner = name or (f"{cfg.model_name_or_path}" + (f" + {adapter.name}" if adapter else " (base only)"))
         return run_chat(gen, banner=banner)
 
     suffix = "_base" if args.base_only else ""
     out = user_path(args.out) if args.out else cfg.path(f"outputs/test_results{suffix}.json")
-    batch_size = args.batch_size or cfg.per_device_eval_batch_size
+    batch_size = args.batch_size or (args.api_concurrency if args.api_base else None)  # None: from free memory
 
     def progress(done: int, total: int) -> None:
         print(f"  {done}/{total} prompts", file=sys.stderr, flush=True)

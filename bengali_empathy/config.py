@@ -127,6 +127,10 @@ class Config:
     no_repeat_ngram_size: int = _f(4, "Never repeat an n-gram of this many tokens (0 = off).")
     greedy: bool = _f(False, "Greedy decoding for reproducible replies.")
     context_tokens: int = _f(2048, "Token budget of the chat history; oldest turns are dropped first.")
+    fast_generation: bool = _f(
+        True, "Fast replies: LoRA merged into a bf16 copy of the base when GPU memory allows (else 4-bit), static "
+        "KV cache, decode step compiled on CUDA, batch size from free memory; off: adapter unmerged, dynamic cache."
+    )
 
     # --- safety ---
     crisis_mode: str = _f("append", "append: referral added to the model's reply; replace: a fixed safe reply.")

@@ -102,7 +102,7 @@ def test_bad_prompt_files_fail_before_loading(tmp_path, content, needles):
 
 
 def test_read_prompts_accepts_json_list_and_strings(tmp_path):
-    from bengali_empathy.generate import read_prompts
+    from bengali_empathy.prompts import read_prompts
 
     p = tmp_path / "p.json"
     p.write_text(json.dumps([{"prompt": "ক", "category": "Stress", "answer": "খ"}, "গ"], ensure_ascii=False),
