@@ -131,7 +131,13 @@ def measure(gen, msgs: list[list[dict]], batch: int, device: str, repeats: int) 
     """Warm-up call, timed call(s), then time to first token on the same batch."""
     one_stream = batch == 1
     run = (lambda: [gen.reply(msgs[0])]) if one_stream else (lambda: gen.batch(msgs[:batch], batch))
-    run()  # warm-up: compiles the decode step for this shape
+    full = gen.settings
+    if not gen.compiled:  # nothing to compile: a short warm-up (CUDA context, kernels) is enough
+        gen.settings = dataclasses.replace(full, max_new_tokens=2)
+    try:
+        run()  # warm-up: compiles the decode step for this shape
+    finally:
+        gen.settings = full
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     walls, toks = [], []
@@ -142,7 +148,6 @@ def measure(gen, msgs: list[list[dict]], batch: int, device: str, repeats: int) 
         sync(device)
         walls.append(time.perf_counter() - t0)
         toks.append(sum(r.new_tokens for r in replies))
-    full = gen.settings
     gen.settings = dataclasses.replace(full, max_new_tokens=1)
     try:
         ids = [gen.prompt_ids(m) for m in msgs[:batch]]
