@@ -118,6 +118,11 @@ class Config:
         "(fields you set yourself are kept; no effect on CPU)."
     )
     gpu_memory_cap_gb: float = _f(0.0, "Pretend the GPU has only this much memory (0 = all); for planning 12 GB cards.")
+    gradient_checkpointing_every_n_layers: int = _f(
+        1, "With gradient checkpointing, checkpoint only every n-th decoder layer (1 = all; the others keep their "
+        "activations: faster, more memory)."
+    )
+    dataloader_workers: int = _f(2, "Data-loader worker processes for training batches (always 0 on Windows).")
 
     # --- generation / chat ---
     max_new_tokens: int = _f(256, "Longest generated reply, in tokens.")
@@ -144,9 +149,12 @@ class Config:
         total = self.train_ratio + self.val_ratio + self.test_ratio
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(f"split ratios add up to {total:g}, not 1: fix --train-ratio/--val-ratio/--test-ratio")
-        for name in ("max_seq_length", "lora_r", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        for name in ("max_seq_length", "lora_r", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "gradient_checkpointing_every_n_layers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dataloader_workers < 0:
+            raise ConfigError(f"dataloader_workers must be 0 or more, got {self.dataloader_workers}")
         if self.batching not in ("padded", "token_budget"):
             raise ConfigError(f"batching must be 'padded' or 'token_budget', got {self.batching!r}")
         if self.crisis_mode not in ("append", "replace"):

@@ -197,7 +197,7 @@ def load_base_model(cfg: Config, model_path: str, tokenizer):
     return model
 
 
-def prepare_for_kbit_training(model, use_gradient_checkpointing: bool):
+def prepare_for_kbit_training(model, use_gradient_checkpointing: bool, every_n_layers: int = 1):
     """Freeze the base and set up checkpointing.
 
     PEFT's prepare_model_for_kbit_training also upcasts every non-4-bit weight to fp32; on Llama 3.1 8B
@@ -208,7 +208,9 @@ def prepare_for_kbit_training(model, use_gradient_checkpointing: bool):
         p.requires_grad_(False)
     model.config.use_cache = False
     if use_gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # every_n_layers > 1: transformers checkpoints only layers 0, n, 2n, ... (the rest keep activations)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False},
+                                            every_n_layers=every_n_layers)
         model.enable_input_require_grads()
     return model
 
@@ -234,13 +236,7 @@ def apply_speed_options(model, cfg: Config) -> dict:
     done: dict = {}
     if cfg.dequantize_cache and cfg.load_in_4bit:
         done["dequantized_layers"] = speed.dequantize_cache(model, compute_dtype())
-    if cfg.use_liger:
-        if speed.liger_available():
-            speed.apply_liger(model)
-            done["liger"] = True
-        else:
-            log.warning("use_liger is on but liger-kernel/Triton/CUDA is not available: running without it")
-    return done
+    return done  # Liger kernels: TrainingArguments(use_liger_kernel=...), see train.make_trainer
 
 
 def load_training_model(cfg: Config, model_path: str | None = None, tokenizer=None):
@@ -249,7 +245,7 @@ def load_training_model(cfg: Config, model_path: str | None = None, tokenizer=No
     tokenizer = tokenizer or load_tokenizer(model_path)
     model = load_base_model(cfg, model_path, tokenizer)
     apply_speed_options(model, cfg)
-    model = prepare_for_kbit_training(model, cfg.use_gradient_checkpointing)
+    model = prepare_for_kbit_training(model, cfg.use_gradient_checkpointing, cfg.gradient_checkpointing_every_n_layers)
     return add_lora(model, cfg), tokenizer, model_path
 
 

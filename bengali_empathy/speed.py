@@ -22,7 +22,7 @@ import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -73,16 +73,34 @@ class ModelShape:
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
 
-# Memory model, calibrated on the Llama-3.1-8B shape on one H200 (../shared/docs/FACTS.md) and checked
-# by benchmarks/train_throughput.py (peak allocated): bytes of saved activations per padded token, in
-# units of layers x (4*hidden + intermediate) x 2 bytes.
-ACT_COEF = {  # (gradient checkpointing, bf16 weights): measured on an H200, with ~10% margin
-    (False, True): 3.0,   # bf16 cache: PEFT's plain LoRA layers keep fp32 copies of their inputs
-    (False, False): 2.8,  # on-the-fly 4-bit
-    (True, True): 0.3,
-    (True, False): 0.3,
-}
-FIXED_GIB = 2.8  # CUDA/cuBLAS workspaces, LoRA weights, grads and optimizer state, allocator slack
+# Memory model: peak allocated GiB of one QLoRA micro-batch, calibrated on measured peaks of the real
+# finetuner (Llama-3.1-8B shape, NF4 + double quant, LoRA r16 q/k/v/o, Liger, one H200/H100; FACTS.md and
+# benchmarks/notes.md): no checkpointing 39.2 GiB at 7,168 and 55.0 GiB at 10,496 padded tokens; full
+# checkpointing 8.3 GiB at 6,144 and 10.2 GiB at 10,496 (the first model over-estimated these by 2-3.7 GiB).
+# benchmarks/finetuner_bench.py re-checks it (estimated vs measured peak for every configuration).
+# Per padded token and decoder layer, in units of (4*hidden + intermediate) * 2 bytes (61,440 B on 8B):
+LAYER_ACT_COEF = 2.56  # a layer that keeps its activations: 4.8 GiB per 1k tokens over 32 layers
+CACHE_ACT_COEF = 0.245  # extra per layer with the bf16 weight cache (PEFT's plain Linear path saves more)
+# A checkpointed layer keeps only its input (hidden * 2 bytes); backward recomputes one layer at a time, so
+# one layer's activations come back transiently. Embedding/loss buffers: EXTRA_HIDDEN_BYTES * hidden per token.
+EXTRA_HIDDEN_BYTES = 5
+FIXED_GIB = 0.6  # CUDA/cuBLAS workspaces, LoRA weights, grads and optimizer state, allocator slack
+
+# Time model (for choosing between settings that fit, not a promise): a micro-batch takes the longer of
+# the GPU's work (per padded token, x (1 + recompute share)) and the CPU's work to launch it (fixed per
+# micro-batch: ~0.37 s on the 8B shape without checkpointing, measured ~0.55 s with it at 1k-token
+# micro-batches). Calibrated on the 8B shape; scaled by the linear parameters for other shapes.
+GPU_S_PER_TOKEN = 7.5e-5  # 8B, Liger, no checkpointing, H200
+NO_LIGER_FACTOR = 1.15
+RECOMPUTE_SHARE = 0.36  # full checkpointing was 1.36x slower at the same micro-batches (8,922 vs 12,138 tok/s)
+CPU_S_PER_MICRO = 0.37
+CPU_RECOMPUTE_SHARE = 0.5
+
+# Liger kernels through transformers (TrainingArguments(use_liger_kernel=..., liger_kernel_config=...)).
+# RoPE stays in PyTorch: Liger's RoPE kernel takes the batch size as a compile-time constant, so with
+# token-budget batches (a different row count nearly every step) it recompiled and halved the speed.
+LIGER_CONFIG = {"rope": False, "rms_norm": True, "swiglu": True, "fused_linear_cross_entropy": True,
+                "cross_entropy": False}
 
 
 def weights_gib(shape: ModelShape, four_bit: bool, cache: bool) -> float:
@@ -93,14 +111,35 @@ def weights_gib(shape: ModelShape, four_bit: bool, cache: bool) -> float:
     return (shape.linear_params * 0.516 + embed) / GIB
 
 
+def checkpointed_layers(layers: int, gc: bool, every_n: int = 1) -> int:
+    """How many decoder layers transformers checkpoints (layer i when i % every_n == 0)."""
+    return math.ceil(layers / max(1, every_n)) if gc else 0
+
+
 def estimate_peak_gib(shape: ModelShape, micro_tokens: int, *, gc: bool, cache: bool, liger: bool,
-                      four_bit: bool = True) -> float:
-    """Estimated peak allocated GiB of one QLoRA micro-batch of `micro_tokens` padded tokens."""
-    per_layer = (4 * shape.hidden + shape.intermediate) * 2
-    act = ACT_COEF[(gc, cache or not four_bit)] * shape.layers * per_layer * micro_tokens
+                      four_bit: bool = True, every_n: int = 1) -> float:
+    """Estimated peak allocated GiB of one QLoRA micro-batch of `micro_tokens` padded tokens.
+
+    every_n: with gradient checkpointing, only every n-th decoder layer is checkpointed (1 = all)."""
+    unit = (4 * shape.hidden + shape.intermediate) * 2
+    full = LAYER_ACT_COEF * unit + (CACHE_ACT_COEF * unit if (cache and four_bit and not gc) else 0.0)
+    ck = checkpointed_layers(shape.layers, gc, every_n)
+    per_token = ck * shape.hidden * 2 + (shape.layers - ck) * full + EXTRA_HIDDEN_BYTES * shape.hidden
+    if ck:
+        per_token += full  # the layer being recomputed in backward
     if not liger:  # bf16 logits, their fp32 upcast and fp32 gradient
-        act += shape.vocab * 10 * micro_tokens
-    return weights_gib(shape, four_bit, cache) + FIXED_GIB + act / GIB
+        per_token += shape.vocab * 10
+    return weights_gib(shape, four_bit, cache) + FIXED_GIB + per_token * micro_tokens / GIB
+
+
+def estimate_step_s(shape: ModelShape, micro_tokens: int, accum: int, *, gc: bool, liger: bool,
+                    every_n: int = 1) -> float:
+    """Rough seconds per optimizer step (accum micro-batches of micro_tokens), for ranking settings."""
+    scale = shape.linear_params / ModelShape().linear_params
+    share = checkpointed_layers(shape.layers, gc, every_n) / shape.layers
+    gpu = micro_tokens * GPU_S_PER_TOKEN * scale * (1 + RECOMPUTE_SHARE * share) * (1 if liger else NO_LIGER_FACTOR)
+    cpu = CPU_S_PER_MICRO * (shape.layers / 32) * (1 + CPU_RECOMPUTE_SHARE * share)
+    return accum * max(gpu, cpu)
 
 
 @dataclass
@@ -109,7 +148,9 @@ class SpeedPlan:
     settings: dict[str, Any] = field(default_factory=dict)  # the fields this plan changes
     reasons: list[str] = field(default_factory=list)
     estimated_peak_gib: float | None = None
+    estimated_step_s: float | None = None
     kept_explicit: list[str] = field(default_factory=list)
+    considered: list[dict] = field(default_factory=list)  # every setting that fits, with its estimates
 
     def apply(self, cfg: Config) -> Config:
         new = dataclasses.replace(cfg, **self.settings)
@@ -126,7 +167,8 @@ class SpeedPlan:
         if self.kept_explicit:
             lines.append(f"  kept as you set them: {', '.join(self.kept_explicit)}")
         if self.estimated_peak_gib is not None:
-            lines.append(f"  estimated peak: {self.estimated_peak_gib:.1f} GiB")
+            lines.append(f"  estimated peak: {self.estimated_peak_gib:.1f} GiB"
+                         + (f", ~{self.estimated_step_s:.2f} s per optimizer step" if self.estimated_step_s else ""))
         return "\n".join(lines)
 
 
@@ -139,8 +181,9 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     """Settings for the fastest run that fits `memory_gib` (None: not a GPU run -> no changes).
 
     The optimizer step keeps the seed's size: 32 examples (2 x 16) of the mean training length in
-    tokens, so learning rate and schedule keep their meaning; micro-batches are as large as memory
-    allows up to that size, and gradient accumulation makes up the rest.
+    tokens, so learning rate and schedule keep their meaning. Every way to run that step that fits the
+    memory model -- no checkpointing, checkpointing every n-th layer, checkpointing all layers, each with the
+    largest micro-batches that fit -- is ranked by the time model, and the fastest is chosen.
     """
     plan = SpeedPlan(memory_gib=memory_gib)
     if not on_cuda or memory_gib is None:
@@ -171,67 +214,91 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     choose("pad_to_max_length", False, "padding every example to max_seq_length wastes most of the compute")
     choose("group_by_length", True, "similar lengths share a micro-batch")
 
-    def fits(gc: bool, cache: bool) -> int:
+    def largest_micro(gc: bool, cache: bool, every_n: int) -> int:
         """Largest micro-batch (padded tokens, multiple of 256) that fits, or 0."""
-        base = estimate_peak_gib(shape, 0, gc=gc, cache=cache, liger=liger, four_bit=four_bit)
-        per_tok = estimate_peak_gib(shape, 1024, gc=gc, cache=cache, liger=liger, four_bit=four_bit) - base
+        kw = dict(gc=gc, cache=cache, liger=liger, four_bit=four_bit, every_n=every_n)
+        base = estimate_peak_gib(shape, 0, **kw)
+        per_tok = (estimate_peak_gib(shape, 1024, **kw) - base) / 1024
         room = usable - base
         if room <= 0:
             return 0
-        tokens = int(room / per_tok * 1024) // 256 * 256
+        tokens = int(room / per_tok) // 256 * 256
         return min(tokens, micro_cap) if tokens >= cfg.max_seq_length else 0
 
-    # Best first: bf16 cache without checkpointing, 4-bit without checkpointing, 4-bit with checkpointing.
-    # A variant must hold a full optimizer step in one micro-batch (cache) or at least half of it
-    # (4-bit without checkpointing); else checkpointing with big micro-batches is faster than tiny ones.
     user_gc = cfg.use_gradient_checkpointing if "use_gradient_checkpointing" in explicit else None
+    user_every = cfg.gradient_checkpointing_every_n_layers if "gradient_checkpointing_every_n_layers" in explicit else None
     user_cache = cfg.dequantize_cache if "dequantize_cache" in explicit else None
+    user_micro = cfg.max_tokens_per_batch if "max_tokens_per_batch" in explicit and cfg.max_tokens_per_batch else None
     # Measured on an H200 (benchmarks/notes.md): with micro-batches of ~7k tokens, dequantizing NF4 on the fly
     # costs little (bitsandbytes dequantizes + cuBLAS per layer), and the bf16 cache was not faster while it
-    # takes ~10 GiB more; so the cache is chosen only when asked for (--dequantize-cache) or without Liger.
-    candidates = [(False, False, micro_cap), (True, False, cfg.max_seq_length)]
-    if user_cache or (user_cache is None and not liger):
-        candidates = [(False, True, micro_cap)] + candidates[:1] + [(True, True, micro_cap)] + candidates[1:]
-    if not four_bit:
-        candidates = [(False, False, micro_cap), (True, False, cfg.max_seq_length)]
-    pick = None
-    for gc, cache, need in candidates:
+    # takes ~10 GiB more; so the cache is considered only when asked for (--dequantize-cache) or without Liger.
+    caches = [False]
+    if four_bit and (user_cache or (user_cache is None and not liger)):
+        caches = [True, False]
+    if user_cache is not None and four_bit:
+        caches = [user_cache]
+    candidates = []  # (gc, every_n, cache)
+    for cache in caches:
+        candidates.append((False, 1, cache))
+        for every_n in (16, 8, 4, 3, 2, 1):
+            if checkpointed_layers(shape.layers, True, every_n) < shape.layers or every_n == 1:
+                candidates.append((True, every_n, cache))
+    options = []
+    for gc, every_n, cache in candidates:
         if user_gc is not None and gc != user_gc:
             continue
-        if user_cache is not None and cache != user_cache and four_bit:
+        if gc and user_every is not None and every_n != user_every:
             continue
-        if (gc, cache) == (False, False) and four_bit and not (user_cache is False or liger):
-            need = min(micro_cap, max(cfg.max_seq_length, micro_cap // 2))
-        tokens = fits(gc, cache)
-        if tokens >= need:
-            pick = (gc, cache, tokens)
-            break
-    if pick is None:  # nothing fits by the estimate: the smallest setting, and say so
-        gc = True if user_gc is None else user_gc
-        cache = False if user_cache is None else user_cache
-        pick = (gc, cache, cfg.max_seq_length)
+        micro = user_micro or largest_micro(gc, cache, every_n)
+        if not micro:
+            continue
+        accum = max(1, math.ceil(step_tokens / micro))
+        if not user_micro:  # spread the step evenly over the accumulation steps (multiple of 256)
+            micro = max(cfg.max_seq_length, min(micro, _round_up(step_tokens / accum, 256)))
+        peak = estimate_peak_gib(shape, micro, gc=gc, cache=cache, liger=liger, four_bit=four_bit, every_n=every_n)
+        t = estimate_step_s(shape, micro, accum, gc=gc, liger=liger, every_n=every_n)
+        options.append(dict(gc=gc, every_n=every_n if gc else 1, cache=cache, micro=micro, accum=accum,
+                            peak_gib=round(peak, 2), step_s=round(t, 3)))
+    plan.considered = options
+    if options:
+        # fastest first; on a tie, less memory
+        best = min(options, key=lambda o: (round(o["step_s"], 2), o["peak_gib"]))
+    else:  # nothing fits by the estimate: the smallest setting, and say so
+        best = dict(gc=True if user_gc is None else user_gc, every_n=1, cache=bool(user_cache),
+                    micro=user_micro or cfg.max_seq_length, accum=max(1, math.ceil(step_tokens / (user_micro or cfg.max_seq_length))))
         plan.reasons.append("WARNING: even one max-length example may not fit; expect out-of-memory errors")
-    gc, cache, tokens = pick
+    gc, every_n, cache, micro, accum = best["gc"], best["every_n"], best["cache"], best["micro"], best["accum"]
+    alt = sorted((o for o in options if o is not best), key=lambda o: o["step_s"])[:1]
+    why_not = (f"; next best: {'checkpointing 1 in ' + str(alt[0]['every_n']) + ' layers' if alt[0]['gc'] else 'no checkpointing'}"
+               f" with {alt[0]['accum']} x {alt[0]['micro']} tokens, ~{alt[0]['step_s']:.2f} s/step") if alt else ""
     choose("use_gradient_checkpointing", gc,
-           "memory is short: recompute activations in backward" if gc else "enough memory: no recomputation (~30% faster)")
+           (f"memory is short: recompute activations in backward ({checkpointed_layers(shape.layers, True, every_n)}"
+            f" of {shape.layers} layers checkpointed){why_not}") if gc
+           else f"enough memory: no recomputation (~{RECOMPUTE_SHARE:.0%} faster than checkpointing){why_not}")
+    if gc:
+        choose("gradient_checkpointing_every_n_layers", every_n,
+               "checkpoint every layer: the micro-batches this frees memory for are worth more than the recompute"
+               if every_n == 1 else f"checkpoint only 1 in {every_n} layers: the others keep their activations "
+               f"(less recompute) while micro-batches stay large")
     if four_bit:
         choose("dequantize_cache", cache,
                "room for bf16 copies of the frozen 4-bit weights: dequantize once, not on every forward/backward"
                if cache else "dequantize on the fly (a bf16 copy was not faster at these micro-batch sizes and costs "
                "memory; --dequantize-cache turns it on)")
-    micro = tokens if "max_tokens_per_batch" not in explicit or not cfg.max_tokens_per_batch else cfg.max_tokens_per_batch
-    accum = max(1, math.ceil(step_tokens / micro))
-    if "max_tokens_per_batch" not in explicit:
-        # Spread the step evenly over the accumulation steps (multiple of 256, never below max_seq_length).
-        micro = max(cfg.max_seq_length, min(micro, _round_up(step_tokens / accum, 256)))
-    choose("max_tokens_per_batch", micro, f"largest micro-batch that fits, up to one optimizer step ({step_tokens} "
-           f"padded tokens = {SEED_EXAMPLES_PER_STEP} examples of ~{mean_len:.0f} tokens, the seed's step size)")
+    choose("max_tokens_per_batch", micro,
+           f"largest micro-batch that fits the memory model (calibrated on measured peaks), up to one optimizer "
+           f"step ({step_tokens} padded tokens = {SEED_EXAMPLES_PER_STEP} examples of ~{mean_len:.0f} tokens, "
+           f"the seed's step size)")
     choose("gradient_accumulation_steps", accum, "micro-batches per optimizer step, to keep the seed's step size")
     plan.settings = chosen
     final = plan.apply(cfg)
+    final_every = final.gradient_checkpointing_every_n_layers if final.use_gradient_checkpointing else 1
     plan.estimated_peak_gib = round(estimate_peak_gib(
         shape, final.max_tokens_per_batch, gc=final.use_gradient_checkpointing,
-        cache=final.dequantize_cache and four_bit, liger=final.use_liger, four_bit=four_bit), 2)
+        cache=final.dequantize_cache and four_bit, liger=final.use_liger, four_bit=four_bit, every_n=final_every), 2)
+    plan.estimated_step_s = round(estimate_step_s(
+        shape, final.max_tokens_per_batch, final.gradient_accumulation_steps, gc=final.use_gradient_checkpointing,
+        liger=final.use_liger, every_n=final_every), 3)
     return plan
 
 
@@ -287,40 +354,22 @@ def auto_configure(cfg: Config, model_path: str, lengths=None) -> tuple[Config, 
 # --------------------------------------------------------------------------- Liger kernels
 
 
-def apply_liger(model, rope: bool = False) -> Callable[[], None]:
-    """Liger kernels on this Llama model instance (before LoRA is added). Returns an undo for the global RoPE patch.
+def use_liger(cfg: Config) -> bool:
+    """Liger is on for this run: asked for, and usable here (CUDA, Triton, liger-kernel installed)."""
+    if not cfg.use_liger:
+        return False
+    if not liger_available():
+        log.warning("use_liger is on but liger-kernel/Triton/CUDA is not available: running without it")
+        return False
+    return True
 
-    RMSNorm and SwiGLU are patched on the model's own modules, the fused linear cross-entropy on its
-    forward; RoPE (off by default, see below) is a module-level function in transformers, patched there.
-    """
-    from liger_kernel.transformers.model.llama import lce_forward
-    from liger_kernel.transformers.monkey_patch import _patch_rms_norm_module, _patch_swiglu_module
-    from liger_kernel.transformers.rope import liger_rotary_pos_emb
-    from liger_kernel.transformers.swiglu import LigerSwiGLUMLP
-    from transformers.models.llama import modeling_llama
 
-    import types
+def apply_liger(model) -> None:
+    """Liger kernels (LIGER_CONFIG) on this model or PEFT model, through transformers' own integration: the
+    same call the Trainer makes for TrainingArguments(use_liger_kernel=True) when training starts."""
+    from transformers.integrations.liger import apply_liger_kernel
 
-    # Liger's RoPE kernel takes the batch size as a compile-time constant: with token-budget batches (a
-    # different number of rows every step) it recompiled on most steps and halved the speed (measured). RoPE
-    # is cheap in plain PyTorch, so it stays as transformers does it.
-    if model.config.model_type != "llama":
-        raise ValueError(f"Liger kernels are wired for Llama models here, not {model.config.model_type!r}")
-    old_rope = modeling_llama.apply_rotary_pos_emb
-    if rope:
-        modeling_llama.apply_rotary_pos_emb = liger_rotary_pos_emb
-    model.forward = types.MethodType(lce_forward, model)
-    base = model.model
-    _patch_rms_norm_module(base.norm)
-    for layer in base.layers:
-        _patch_swiglu_module(layer.mlp, LigerSwiGLUMLP)
-        _patch_rms_norm_module(layer.input_layernorm)
-        _patch_rms_norm_module(layer.post_attention_layernorm)
-
-    def undo() -> None:
-        modeling_llama.apply_rotary_pos_emb = old_rope
-
-    return undo
+    apply_liger_kernel(model, LIGER_CONFIG)
 
 
 # --------------------------------------------------------------------------- dequantized weight cache

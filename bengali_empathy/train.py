@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import batching, data, model as model_lib, runlog, speed
+from . import batching, data, model as model_lib, runlog, speed, throughput
 from .config import REPO_ROOT, Config, ConfigError
 
 log = logging.getLogger("bengali_empathy")
@@ -85,6 +85,7 @@ def make_trainer(cfg: Config, model, tokenizer, train_ds, eval_ds, output_dir: P
     dtype = model_lib.compute_dtype()
     windows = platform.system() == "Windows"
     optim = cfg.optim
+    liger = speed.use_liger(cfg)
     if optim == "auto":
         optim = "paged_adamw_8bit" if on_cuda else "adamw_torch"
     args = TrainingArguments(
@@ -117,20 +118,25 @@ def make_trainer(cfg: Config, model, tokenizer, train_ds, eval_ds, output_dir: P
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # Worker processes re-import the script under Windows' spawn start method and often hang; pinned
         # memory only helps host-to-GPU copies.
-        dataloader_num_workers=0 if windows else 2,
+        dataloader_num_workers=0 if windows else cfg.dataloader_workers,
         dataloader_pin_memory=on_cuda,
+        # Liger kernels through the library (speed.LIGER_CONFIG says which); eval then skips the logits too.
+        use_liger_kernel=liger,
+        liger_kernel_config=speed.LIGER_CONFIG if liger else None,
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=False,
     )
     collator = batching.PaddingCollator(tokenizer.pad_token_id, cfg.max_seq_length if cfg.pad_to_max_length else None)
 
-    class EmpathyTrainer(Trainer):
-        real_tokens = 0  # non-pad tokens seen in training, for tokens/s
+    meter = throughput.ThroughputMeter()
 
+    class EmpathyTrainer(Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
-            self.real_tokens += int(inputs["attention_mask"].sum())
-            return super().training_step(model, inputs, num_items_in_batch)
+            meter.count(inputs)  # real tokens, counted on the device: no host sync per micro-batch
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            meter.add_loss(loss)
+            return loss
 
         def get_train_dataloader(self):
             if cfg.batching != "token_budget":
@@ -151,15 +157,22 @@ def make_trainer(cfg: Config, model, tokenizer, train_ds, eval_ds, output_dir: P
                 log.info("step %d/%d loss %.4f lr %.2e", state.global_step, state.max_steps, logs["loss"],
                          logs.get("learning_rate", 0.0))
 
-    callbacks = [ProgressLog()]
+    callbacks = [ProgressLog(), meter]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    return EmpathyTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          data_collator=collator, callbacks=callbacks)
+    trainer = EmpathyTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             data_collator=collator, callbacks=callbacks)
+    trainer.meter = meter
+    if liger:  # the Trainer applies them when training starts; now, so the evaluation before training has them too
+        speed.apply_liger(trainer.model)
+    return trainer
 
 
-def run(cfg: Config) -> dict:
-    """Train a QLoRA adapter as configured; returns the experiment record (also appended to the log)."""
+def run(cfg: Config, on_trainer=None) -> dict:
+    """Train a QLoRA adapter as configured; returns the experiment record (also appended to the log).
+
+    on_trainer(trainer), if given, is called with the Trainer before any evaluation or training (the speed
+    benchmark uses it to add its measurements)."""
     setup_logging()
     started = time.time()
     banner("config")
@@ -216,6 +229,8 @@ def run(cfg: Config) -> dict:
 
     banner("train")
     trainer = make_trainer(cfg, model, tokenizer, train_ds, eval_ds, output_dir)
+    if on_trainer is not None:
+        on_trainer(trainer)
     device = "cuda" if model_lib.cuda_available() else "cpu"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -250,7 +265,9 @@ def run(cfg: Config) -> dict:
         "global_steps": trainer.state.global_step,
         "train_runtime_s": round(train_seconds, 2),
         "wall_time_s": round(time.time() - started, 2),
-        "real_tokens_per_s": round(trainer.real_tokens / train_seconds, 1) if train_seconds else None,
+        # measured inside the training loop, evaluation and checkpoint saving left out (throughput.py)
+        "real_tokens_per_s": trainer.meter.summary().get("real_tok_s_all"),
+        "throughput": trainer.meter.summary(),
         "peak_memory_gb": round(peak_memory_gb(device), 3),
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "git_commit": runlog.git_commit(REPO_ROOT),
