@@ -1,4 +1,4 @@
-"""The automatic speed plan, the bf16 dequantized weight cache, and the benchmark's CPU smoke run."""
+"""The automatic speed plan, the bf16 dequantized weight cache, and the finetuner benchmark's CPU smoke run."""
 
 from __future__ import annotations
 
@@ -101,22 +101,31 @@ def test_dequantized_cache_gives_the_same_logits_as_4bit(tokenizer):
     assert all(p.dtype == torch.float32 for n_, p in lora.named_parameters() if p.requires_grad)
 
 
-def test_benchmark_cpu_smoke_writes_latest_json_schema(tmp_path):
+def test_finetuner_benchmark_smoke_runs_train_run_with_token_budget(tmp_path):
+    """The GPU benchmark's own code on the CPU for two steps: generated corpus-shaped CSV, random tiny Llama,
+    every configuration through train.run (so batching=token_budget runs the real Trainer path)."""
     out = tmp_path / "latest.json"
-    md = tmp_path / "RESULTS.md"
-    cmd = [sys.executable, str(REPO_ROOT / "benchmarks/train_throughput.py"), "--model", "embedded", "--cpu-smoke",
-           "--steps", "1", "--warmup", "0", "--seed-steps", "1", "--configs", "seed,default", "--examples", "32",
-           "--max-seq-length", "32",
-           "--no-probe", "--out", str(out), "--results-md", str(md), "--work-dir", str(tmp_path / "work")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks/finetuner_bench.py"), "--smoke", "--out", str(out),
+           "--work-dir", str(work)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rec = json.loads(out.read_text(encoding="utf-8"))
-    assert {"gpu", "date", "versions", "command", "configs"} <= set(rec)
+    assert rec["path"] == "finetuner" and rec["mean_example_tokens"] > 0
     assert set(rec["configs"]) == {"seed", "default"}
     for name, r in rec["configs"].items():
         assert "error" not in r, r
-        assert {"real_tok_s", "peak_gb", "step_time_s", "loss_after"} <= set(r)
-        assert r["real_tok_s"] > 0 and r["loss_after"] > 0
-    assert rec["configs"]["default"]["settings"]["batching"] == "token_budget"
-    assert rec["configs"]["seed"]["settings"]["pad_to_max_length"]
-    assert "| seed |" in md.read_text(encoding="utf-8")
+        assert {"real_tok_s", "peak_gb", "warmup_tok_s", "loss_curve"} <= set(r)
+        assert r["real_tok_s"] > 0 and r["warmup_tok_s"] > 0
+        assert r["warmup_steps"] == 1 and r["timed_steps"] == 1 and len(r["loss_curve"]) == 2
+        assert all(x > 0 for x in r["loss_curve"])
+    default, seed = rec["configs"]["default"]["settings"], rec["configs"]["seed"]["settings"]
+    assert default["batching"] == "token_budget" and default["max_tokens_per_batch"] >= 256
+    assert seed["batching"] == "padded" and seed["pad_to_max_length"] and seed["gradient_accumulation_steps"] == 16
+    # the data follow the corpus's shape (scaled down for the CPU): answers have the longer tail
+    assert rec["data"]["answer_tokens"]["max"] > rec["data"]["answer_tokens"]["median"] * 3
+    # each configuration really went through train.run: one experiment record each, with the meter's numbers
+    lines = [json.loads(x) for x in (work / "experiments.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 2 and all(x["throughput"]["real_tokens"] > 0 for x in lines)
+    assert lines[1]["config"]["batching"] == "token_budget"
+    assert "| seed |" in out.with_suffix(".md").read_text(encoding="utf-8")
