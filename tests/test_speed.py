@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -104,12 +105,13 @@ def test_dequantized_cache_gives_the_same_logits_as_4bit(tokenizer):
 def test_finetuner_benchmark_smoke_runs_train_run_with_token_budget(tmp_path):
     """The GPU benchmark's own code on the CPU for two steps: generated corpus-shaped CSV, random tiny Llama,
     every configuration through train.run (so batching=token_budget runs the real Trainer path)."""
-    out = tmp_path / "latest.json"
+    out = tmp_path / "out" / "latest.json"
     work = tmp_path / "work"
-    cmd = [sys.executable, str(REPO_ROOT / "benchmarks/finetuner_bench.py"), "--smoke", "--out", str(out),
-           "--work-dir", str(work)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    env = {**os.environ, "SMOKE": "1", "OUT": str(out.parent), "WORK": str(work), "PYTHON": sys.executable}
+    res = subprocess.run(["bash", str(REPO_ROOT / "benchmarks/gpu_train_bench.sh")], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path, env=env)  # the one script the GPU run uses, from any folder
+    assert res.returncode == 0, res.stdout[-3000:] + (out.parent / "bench.log").read_text(encoding="utf-8")[-3000:]
+    assert "| default |" in res.stdout
     rec = json.loads(out.read_text(encoding="utf-8"))
     assert rec["path"] == "finetuner" and rec["mean_example_tokens"] > 0
     assert set(rec["configs"]) == {"seed", "default"}
