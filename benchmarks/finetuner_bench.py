@@ -197,7 +197,8 @@ def word_pool(tokenizer) -> tuple[list[str], np.ndarray, list[str]]:
 
 def text_of(rng, words: list[str], costs: np.ndarray, target: int) -> str:
     out, total = [], 0
-    while total < target:
+    target -= float(costs.mean()) / 2  # whole words overshoot the target by half a word on average
+    while total < target or not out:
         i = int(rng.integers(len(words)))
         out.append(words[i])
         total += int(costs[i])
@@ -318,7 +319,7 @@ def run_config(name: str, base: dict, args, work: Path, smoke_mean: float | None
                                                        "estimated_step_s")}
         result.update({k: tp.get(k) for k in ("real_tok_s", "warmup_tok_s", "real_tok_s_all", "step_time_s",
                                               "timed_steps", "warmup_steps", "warmup_s", "real_tokens_per_step",
-                                              "step_times_s", "loss_curve")})
+                                              "step_times_s", "loss_curve", "real_share")})
         result["peak_gb"] = tp.get("peak_gb")  # training loop (reset at train begin)
         result["run_peak_gb"] = record.get("peak_memory_gb") if on_cuda else None  # incl. the evaluation before
         if on_cuda:
@@ -396,12 +397,12 @@ def markdown(record: dict) -> str:
             f"versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items() if v)}  ",
             f"command: `{record['command']}`", "",
             f"| config | real tok/s (steady) | x seed (mean {mean} tok/example) | warm-up tok/s | step s | "
-            "micro-batches x tokens | checkpointing | peak GiB train / run (estimated) | loss first -> last |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "micro-batches x tokens | real share | checkpointing | peak GiB train / run (estimated) | loss first -> last |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in record["configs"].items():
         s = record["summary"][name]
         if r.get("error") or r.get("skipped"):
-            rows.append(f"| {name} | {r.get('error') or r.get('skipped')} | | | | | | | |")
+            rows.append(f"| {name} | {r.get('error') or r.get('skipped')} | | | | | | | | |")
             continue
         st = r.get("settings") or {}
         micro = (f"{st.get('gradient_accumulation_steps')} x {st.get('max_tokens_per_batch')}"
@@ -413,7 +414,8 @@ def markdown(record: dict) -> str:
         loss = f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else ""
         tps = f"{r['real_tok_s']:,.0f}" if r.get("real_tok_s") else ""
         wtps = f"{r['warmup_tok_s']:,.0f}" if r.get("warmup_tok_s") else ""
-        rows.append(f"| {name} | {tps} | {s['x_seed'] or ''}x | {wtps} | {r.get('step_time_s')} | {micro} | {ck} | "
+        rows.append(f"| {name} | {tps} | {s['x_seed'] or ''}x | {wtps} | {r.get('step_time_s')} | {micro} | "
+                    f"{r.get('real_share')} | {ck} | "
                     f"{r.get('peak_gb')} / {r.get('run_peak_gb')} ({s.get('estimated_peak_gib')}) | {loss} |")
     return "\n".join(rows) + "\n"
 

@@ -41,6 +41,7 @@ class ThroughputMeter(TrainerCallback):
         self._tokens = None  # device tensor: real tokens since train begin
         self._step_loss = None  # device tensor: summed micro-batch losses of the current step
         self._losses: list = []  # one device scalar per optimizer step
+        self.padded_tokens = 0
         self.first_step = 0
         self.max_steps = 0
         self.t_begin = self.t_warm = self.t_end = None
@@ -50,12 +51,14 @@ class ThroughputMeter(TrainerCallback):
         self._pause_start = None
         self._t_step = None
         self.step_times: list[float] = []
-        self.peak_gb = None
+        self.peak_gb = None  # training loop (from train begin)
+        self.peak_before_gb = None  # before train begin (e.g. the evaluation before training)
 
     # -- called by the trainer for every micro-batch
     def count(self, inputs: dict) -> None:
         n = real_tokens(inputs)
         self._tokens = n if self._tokens is None else self._tokens + n
+        self.padded_tokens += inputs["input_ids"].numel()  # a Python int: shapes are known on the host
 
     def add_loss(self, loss: torch.Tensor) -> None:
         loss = loss.detach()
@@ -73,7 +76,8 @@ class ThroughputMeter(TrainerCallback):
     # -- callback hooks
     def on_train_begin(self, args, state, control, **kw):
         _sync()
-        if torch.cuda.is_available():
+        if torch.cuda.is_available():  # the training loop's own peak; what came before is kept apart
+            self.peak_before_gb = torch.cuda.max_memory_allocated() / GIB
             torch.cuda.reset_peak_memory_stats()
         self.first_step, self.max_steps = state.global_step, state.max_steps
         self.warm = self._warmup(state)
@@ -128,6 +132,8 @@ class ThroughputMeter(TrainerCallback):
             return {}
         steps = len(self.step_times)
         out = {"steps": steps, "warmup_steps": self.warm, "real_tokens": self.tok_end,
+               "padded_tokens": self.padded_tokens,
+               "real_share": round(self.tok_end / self.padded_tokens, 4) if self.padded_tokens else None,
                "excluded_eval_save_s": round(self.excluded_s, 2)}
         total_s = self.t_end - self.t_begin - self.excluded_s
         out["real_tok_s_all"] = round(self.tok_end / total_s, 1) if total_s > 0 else None
@@ -147,4 +153,5 @@ class ThroughputMeter(TrainerCallback):
         out["loss_curve"] = getattr(self, "loss_curve", [])
         if self.peak_gb is not None:
             out["peak_gb"] = round(self.peak_gb, 3)
+            out["peak_before_train_gb"] = round(self.peak_before_gb or 0.0, 3)
         return out

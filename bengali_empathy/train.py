@@ -268,7 +268,8 @@ def run(cfg: Config, on_trainer=None) -> dict:
         # measured inside the training loop, evaluation and checkpoint saving left out (throughput.py)
         "real_tokens_per_s": trainer.meter.summary().get("real_tok_s_all"),
         "throughput": trainer.meter.summary(),
-        "peak_memory_gb": round(peak_memory_gb(device), 3),
+        # the whole run's peak: the meter resets the counter when training starts, and keeps what came before
+        "peak_memory_gb": round(max(peak_memory_gb(device), trainer.meter.peak_before_gb or 0.0), 3),
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "git_commit": runlog.git_commit(REPO_ROOT),
         "versions": runlog.versions(),
