@@ -229,6 +229,8 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     user_every = cfg.gradient_checkpointing_every_n_layers if "gradient_checkpointing_every_n_layers" in explicit else None
     user_cache = cfg.dequantize_cache if "dequantize_cache" in explicit else None
     user_micro = cfg.max_tokens_per_batch if "max_tokens_per_batch" in explicit and cfg.max_tokens_per_batch else None
+    if user_gc and user_every is None:  # checkpointing asked for: every layer, unless the layers are named too
+        user_every = cfg.gradient_checkpointing_every_n_layers
     # Measured on an H200 (benchmarks/notes.md): with micro-batches of ~7k tokens, dequantizing NF4 on the fly
     # costs little (bitsandbytes dequantizes + cuBLAS per layer), and the bf16 cache was not faster while it
     # takes ~10 GiB more; so the cache is considered only when asked for (--dequantize-cache) or without Liger.
@@ -256,6 +258,8 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
         if not user_micro:  # spread the step evenly over the accumulation steps (multiple of 256)
             micro = max(cfg.max_seq_length, min(micro, _round_up(step_tokens / accum, 256)))
         peak = estimate_peak_gib(shape, micro, gc=gc, cache=cache, liger=liger, four_bit=four_bit, every_n=every_n)
+        if user_micro and peak > usable:  # your micro-batch size: only the settings it fits with
+            continue
         t = estimate_step_s(shape, micro, accum, gc=gc, liger=liger, every_n=every_n)
         options.append(dict(gc=gc, every_n=every_n if gc else 1, cache=cache, micro=micro, accum=accum,
                             peak_gib=round(peak, 2), step_s=round(t, 3)))

@@ -64,6 +64,54 @@ def test_plan_without_liger_or_cuda():
         assert same == build_config({"preset": "demo"})
 
 
+MEASURED_PEAKS = [  # (checkpointing, padded tokens per micro-batch, measured peak GiB): 8B shape, NF4, Liger
+    (False, 7168, 39.24), (False, 10496, 55.0), (True, 6144, 8.3), (True, 10496, 10.2),
+]
+
+
+@pytest.mark.parametrize("gc,tokens,measured", MEASURED_PEAKS)
+def test_memory_model_matches_measured_peaks(gc, tokens, measured):
+    est = speed.estimate_peak_gib(speed.ModelShape(), tokens, gc=gc, cache=False, liger=True)
+    assert measured - 0.3 <= est <= measured + 0.8, est  # close, and rather over than under
+
+
+def test_partial_checkpointing_sits_between_none_and_all():
+    shape = speed.ModelShape()
+    none, all_, half = (speed.estimate_peak_gib(shape, 8192, gc=g, cache=False, liger=True, every_n=n)
+                        for g, n in ((False, 1), (True, 1), (True, 2)))
+    assert all_ < half < none
+    assert speed.checkpointed_layers(32, True, 2) == 16 and speed.checkpointed_layers(32, True, 32) == 1
+    assert speed.checkpointed_layers(32, False, 1) == 0
+
+
+def test_plan_on_corpus_shaped_lengths():
+    """With the real system prompt, training examples average ~477 tokens (benchmarks/notes.md)."""
+    cfg = build_config({})
+    big = speed.plan_speed(cfg, 139.0, mean_example_tokens=477).apply(cfg)
+    assert not big.use_gradient_checkpointing and big.gradient_accumulation_steps == 1
+    assert big.max_tokens_per_batch == speed.MAX_MICRO_TOKENS
+    twelve = speed.plan_speed(cfg, 12.0, mean_example_tokens=477)
+    small = twelve.apply(cfg)
+    assert small.use_gradient_checkpointing and small.gradient_checkpointing_every_n_layers == 1
+    assert small.max_tokens_per_batch >= 8192 and twelve.estimated_peak_gib <= 11.0
+    # a mid-size card: checkpointing only some layers is fastest by the time model, and the plan says why
+    mid_plan = speed.plan_speed(cfg, 24.0, mean_example_tokens=477)
+    mid = mid_plan.apply(cfg)
+    assert mid.use_gradient_checkpointing and mid.gradient_checkpointing_every_n_layers > 1
+    assert mid_plan.estimated_peak_gib <= 24.0 * 0.92
+    assert any("1 in" in r for r in mid_plan.reasons) and "next best" in mid_plan.describe()
+    eight = speed.plan_speed(cfg, 8.0, mean_example_tokens=477)
+    assert eight.estimated_peak_gib <= 8.0 * 0.92 - 0.5 and eight.apply(cfg).max_tokens_per_batch >= 512
+
+
+def test_explicit_micro_batch_only_with_settings_it_fits():
+    cfg = build_config({"max_tokens_per_batch": 10752, "gradient_accumulation_steps": 1})
+    new = speed.plan_speed(cfg, 12.0, mean_example_tokens=477).apply(cfg)
+    assert new.use_gradient_checkpointing and new.max_tokens_per_batch == 10752
+    forced = build_config({"use_gradient_checkpointing": True})
+    assert speed.plan_speed(forced, 139.0).apply(forced).gradient_checkpointing_every_n_layers == 1
+
+
 def test_dequantized_cache_gives_the_same_logits_as_4bit(tokenizer):
     cfg = build_config({"preset": "demo"})
     path = model_lib.resolve_model_path(cfg)
