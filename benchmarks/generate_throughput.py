@@ -51,7 +51,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def llama8b_config() -> dict:
-    from train_throughput import LLAMA31_8B_CONFIG  # the same shapes as the training benchmark
+    from finetuner_bench import LLAMA31_8B_CONFIG  # the same shapes as the training benchmark
 
     return dict(LLAMA31_8B_CONFIG)
 
