@@ -150,6 +150,19 @@ def test_dequantized_cache_gives_the_same_logits_as_4bit(tokenizer):
     assert all(p.dtype == torch.float32 for n_, p in lora.named_parameters() if p.requires_grad)
 
 
+def test_run_record_throughput_is_measured_inside_the_loop(trained_run):
+    """The meter of a real run (8 steps, evaluation and a checkpoint every 4): eval/save time left out, the
+    warm-up apart, and its per-step losses are the Trainer's (their mean is the reported training loss)."""
+    _, record = trained_run
+    tp = record["throughput"]
+    assert tp["steps"] == 8 and tp["warmup_steps"] == 1 and tp["timed_steps"] == 7
+    assert tp["excluded_eval_save_s"] > 0  # two evaluations and two checkpoints happened inside train()
+    assert tp["real_tokens"] > 0 and 0 < tp["real_share"] <= 1 and tp["padded_tokens"] >= tp["real_tokens"]
+    assert tp["real_tok_s"] > 0 and tp["warmup_tok_s"] > 0 and record["real_tokens_per_s"] == tp["real_tok_s_all"]
+    assert len(tp["loss_curve"]) == 8 and len(tp["step_times_s"]) == 8
+    assert abs(sum(tp["loss_curve"]) / 8 - record["train_loss"]) < 1e-3
+
+
 def test_finetuner_benchmark_smoke_runs_train_run_with_token_budget(tmp_path):
     """The GPU benchmark's own code on the CPU for two steps: generated corpus-shaped CSV, random tiny Llama,
     every configuration through train.run (so batching=token_budget runs the real Trainer path)."""
