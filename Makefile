@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-gpu test demo clean-demo
+.PHONY: install install-gpu test demo clean-demo browser
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,16 @@ install: $(STAMP)
 install-gpu: $(STAMP)
 	$(PY) -m pip install -q -r requirements-gpu.txt
 
-test: $(STAMP)
+# The browser test (tests/test_web.py) drives Debian's chromium; Bengali needs a font with its script.
+# Installed with apt when missing (as root, as CI runs; otherwise run the apt-get line with sudo once).
+BROWSER_PKGS := chromium fonts-lohit-beng-bengali
+browser:
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi bengali; then \
+	  echo "installing $(BROWSER_PKGS) (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
