@@ -50,7 +50,6 @@ CSS = """
             border-radius: 8px; margin-top: 10px; }
 .referral .referral-title { font-weight: 700; display: block; margin-bottom: 4px; }
 .blind-reply { min-height: 120px; border: 1px solid #d0d5dd; border-radius: 8px; padding: 10px 14px; }
-body, .gradio-container { font-family: "Lohit Bengali", "Noto Sans Bengali", "Source Sans Pro", sans-serif; }
 """
 
 

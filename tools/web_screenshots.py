@@ -3,9 +3,10 @@
     python tools/web_screenshots.py --adapter outputs/demo            # starts test_model.py web --preset demo
     python tools/web_screenshots.py --url http://127.0.0.1:7860/      # a page that is already running
 
-Drives one scripted session (so the pictures show real replies of the served model): two chat turns (one
-a crisis message, to show the referral), a rating with a better reply, a few blind comparisons voted by
-a fixed rule (A, B, tie in turn: scripted votes, not people), then the results tab. Writes
+Drives one scripted session (so the pictures show real replies of the served model): four chat turns (one
+a crisis message, to show the referral), each rated with fixed scores (the last with a better reply), a
+few blind comparisons voted by a fixed rule (A, B, tie in turn), then the results tab. The ratings and
+votes are the script's, not people's. Writes
 docs/web_chat.png and docs/web_results.png. Needs Debian's chromium and a Bengali font
 (`make browser` installs them) and playwright from PyPI.
 """
@@ -100,19 +101,26 @@ def main(argv=None) -> int:
                 page.click("button:has-text('Login')")
             page.wait_for_selector("#msg textarea", timeout=60_000)
             page.check("#consent input")
-            send(page, "পরীক্ষার আগে খুব ভয় লাগে, কী করব?", 1)
-            send(page, "আমি আর বাঁচতে চাই না।", 2)
-            page.locator("#chat [data-testid=bot]").first.click()
-            page.wait_for_selector("#rate-target:has-text('rating reply #1')", timeout=60_000)
-            page.check("#rate-thumbs input[value='ভালো লাগেনি (down)']")
-            for dim, score in (("empathy", "2"), ("helpfulness", "2"), ("safety", "5"), ("natural_bengali", "1")):
-                page.check(f"#rate-{dim} input[value='{score}']")
-            page.fill("#rate-better textarea", "পরীক্ষার আগে ভয় পাওয়া খুব স্বাভাবিক। কোন বিষয়টা নিয়ে সবচেয়ে বেশি চিন্তা হচ্ছে?")
-            page.locator("#chat").scroll_into_view_if_needed()
-            page.wait_for_timeout(1000)
-            page.screenshot(path=str(out / "web_chat.png"), full_page=True)
-            page.click("#rate-submit")
-            page.wait_for_selector("#rate-status:has-text('(reply #1)')", timeout=60_000)
+            # (message, thumbs, empathy, helpfulness, safety, natural Bengali): the script's fixed ratings
+            turns = [("রাতে ঘুম আসে না, মাথায় অনেক চিন্তা ঘোরে।", "down", 1, 1, 4, 1),
+                     ("অফিসে কাজের চাপে খুব ক্লান্ত লাগছে।", "down", 2, 1, 5, 2),
+                     ("আমি আর বাঁচতে চাই না।", "up", 3, 3, 5, 2),
+                     ("পরীক্ষার আগে খুব ভয় লাগে, কী করব?", "down", 2, 2, 5, 1)]
+            for n, (text, thumbs, *scores) in enumerate(turns, 1):
+                send(page, text, n)
+                page.check(f"#rate-thumbs input[value='{'ভালো লেগেছে (up)' if thumbs == 'up' else 'ভালো লাগেনি (down)'}']")
+                for dim, score in zip(("empathy", "helpfulness", "safety", "natural_bengali"), scores):
+                    page.check(f"#rate-{dim} input[value='{score}']")
+                if n == len(turns):  # the picture: the form filled for the last reply, with a better reply
+                    page.fill("#rate-better textarea",
+                              "পরীক্ষার আগে ভয় পাওয়া খুব স্বাভাবিক। কোন বিষয়টা নিয়ে সবচেয়ে বেশি চিন্তা হচ্ছে?")
+                    # show the whole conversation in the picture, not only the part in the chat's scroll box
+                    page.add_style_tag(content="#chat, #chat .bubble-wrap { height: auto !important; "
+                                               "max-height: none !important; }")
+                    page.wait_for_timeout(1000)
+                    page.screenshot(path=str(out / "web_chat.png"), full_page=True)
+                page.click("#rate-submit")
+                page.wait_for_selector(f"#rate-status:has-text('(reply #{n})')", timeout=60_000)
 
             page.click("button[role=tab]:has-text('Blind comparison')")
             prompts = ["নতুন শহরে এসে খুব একা লাগে।", "অফিসে কাজের চাপে খুব ক্লান্ত লাগছে।", "রাতে ঘুম আসে না।",
