@@ -73,7 +73,7 @@ def serve_web(args, cfg, adapter) -> int:
     from bengali_empathy.feedback import FeedbackStore
 
     auth = web.parse_auth(args.auth if args.auth is not None else os.environ.get(web.AUTH_ENV))
-    port = args.port or web.DEFAULT_PORT
+    port = args.port if args.port is not None else web.DEFAULT_PORT
     web.check_serving(args.host, port, auth)
     compare = user_path(args.compare_adapter) if args.compare_adapter else None
     if compare is not None and (adapter is None or args.api_base):

@@ -160,6 +160,31 @@ def test_two_adapters_and_base_in_one_model(trained_run, tmp_path):
     assert nxt.history == hist and nxt.user == "আর কিছু বলবেন?"
 
 
+def test_reply_function_over_an_openai_compatible_client(tokenizer):
+    """web --api-base: the page's reply function over client.APIGenerator (the server's two model names);
+    an unreachable server gives the client's one-line error, which the page shows in the chat."""
+    from bengali_empathy.client import APIGenerator
+    from bengali_empathy.config import build_config
+    from bengali_empathy.errors import ModelError
+    from bengali_empathy.generate import make_guard
+    from bengali_empathy.web import LocalReplies, _Streamed, _error_line
+
+    cfg = build_config({"preset": "demo", "max_new_tokens": 4})
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    gen = APIGenerator(cfg, tokenizer, make_guard(cfg), api_base=dead, api_model="bengali", base_model="smollm",
+                       max_retries=0, timeout=5)
+    fn = LocalReplies(gen, gen.info())
+    assert [(v.name, v.model, v.adapter) for v in fn.variants] == [("fine_tuned", "bengali", None), ("base", "smollm", None)]
+    assert fn.variants[0].settings["api_base"] == dead and fn.variants[0].settings["generation_path"] == "api"
+    stream = _Streamed(fn, MSG, [], "base")
+    with pytest.raises(ModelError, match="cannot reach") as e:
+        list(stream)
+    assert "cannot reach" in _error_line(e.value) and stream.result is None
+    one = LocalReplies(APIGenerator(cfg, tokenizer, None, api_base=dead, api_model="m", max_retries=0), {
+        "generation_path": "api", "api_model": "m"})
+    assert [v.name for v in one.variants] == ["fine_tuned"]  # no --api-base-model: no base, no comparison
+
+
 # --------------------------------------------------------------------------- the served page
 
 
