@@ -98,9 +98,16 @@ class ThroughputMeter(TrainerCallback):
             _sync()
             self.t_warm, self.tok_warm = time.perf_counter(), self._read_tokens()
             self.excluded_warm_s = self.excluded_s
-        if control.should_evaluate or control.should_save:
+        if state.global_step >= state.max_steps:  # the last step: the window ends here, before any final save
+            self._end()
+        elif control.should_evaluate or control.should_save:
             _sync()
             self._pause_start = time.perf_counter()
+
+    def _end(self) -> None:
+        if self.t_end is None:
+            _sync()
+            self.t_end, self.tok_end = time.perf_counter(), self._read_tokens()
 
     def _pause_end(self) -> None:
         if self._pause_start is not None:
@@ -119,8 +126,9 @@ class ThroughputMeter(TrainerCallback):
         self._pause_start = None
 
     def on_train_end(self, args, state, control, **kw):
-        _sync()
-        self.t_end, self.tok_end = time.perf_counter(), self._read_tokens()
+        self._end()  # (stopped before max_steps, e.g. early stopping: ends here, minus the pause in progress)
+        if self._pause_start is not None:
+            self.excluded_s += self.t_end - self._pause_start if self.t_end > self._pause_start else 0.0
         if torch.cuda.is_available():
             self.peak_gb = torch.cuda.max_memory_allocated() / GIB
         self.loss_curve = [round(float(x), 5) for x in self._losses]
