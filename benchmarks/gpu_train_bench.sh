@@ -35,7 +35,8 @@ t0=$(date +%s)
 status=0
 $PY benchmarks/finetuner_bench.py "${ARGS[@]}" > "$OUT/bench.log" 2>&1 || status=$?
 # the table and the targets (the full log, with the speed plans and every step, is in $OUT/bench.log)
-grep -E "^\[bench|speed plan|estimated peak|^  - (use_gradient|max_tokens|gradient_)" "$OUT/bench.log" | cut -c1-400 | tail -80
+grep -E "^\[bench|speed plan for|estimated peak|  - (use_gradient_checkpointing|gradient_checkpointing_every|max_tokens_per_batch):" \
+  "$OUT/bench.log" | cut -c1-220 | tail -60 || true
 sed -n '/^### /,$p' "$OUT/bench.log" | tail -40
 echo "exit $status after $(( $(date +%s) - t0 ))s; results: $OUT/latest.json $OUT/latest.md $OUT/bench.log"
 exit $status
