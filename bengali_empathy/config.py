@@ -39,6 +39,7 @@ SYSTEM_PROMPT = (
 # The demo model tokenizes Bengali byte by byte (the full prompt is ~450 tokens there), so the
 # CPU demo uses the prompt's first sentence to keep every example short.
 SHORT_SYSTEM_PROMPT = "আপনি একজন সহানুভূতিশীল বাংলা কাউন্সেলর।"
+STAGES = ("sft", "kto", "dpo")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -106,6 +107,16 @@ class Config:
     early_stopping_patience: int = _f(0, "Stop after N evaluations without improvement; 0 = off.")
     eval_max_new_tokens: int = _f(48, "Reply length for the sample generations printed after training.")
 
+    # --- preference tuning: --stage kto|dpo (bengali_empathy/train_prefs.py) ---
+    stage: str = _f("sft", "Training stage: sft (supervised, the default), or kto / dpo (preference tuning on "
+                    "--preference-data, continuing from --adapter).")
+    preference_data: str = _f("", "For --stage kto/dpo: a JSONL file of pairs {prompt, chosen, rejected} and/or "
+                              "ratings {prompt, completion, label}, or the feedback database (.db).")
+    adapter: str = _f("", "For --stage kto/dpo: the SFT adapter to start from (default: the preset's output_dir).",
+                      flag=False)  # the finetuner's --adapter (shared with --export); test_model.py has its own
+    pref_beta: float = _f(0.1, "For --stage kto/dpo: how far the model may move from the starting adapter "
+                          "(TRL's beta; higher = closer).")
+
     # --- speed (see benchmarks/ and README) ---
     batching: str = _f("padded", "padded: fixed examples per micro-batch; token_budget: micro-batches by token count.")
     max_tokens_per_batch: int = _f(0, "Token budget per micro-batch for batching=token_budget (0 = automatic).")
@@ -155,6 +166,10 @@ class Config:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dataloader_workers < 0:
             raise ConfigError(f"dataloader_workers must be 0 or more, got {self.dataloader_workers}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}: fix --stage")
+        if self.pref_beta <= 0:
+            raise ConfigError(f"pref_beta must be > 0, got {self.pref_beta:g}: fix --pref-beta")
         if self.batching not in ("padded", "token_budget"):
             raise ConfigError(f"batching must be 'padded' or 'token_budget', got {self.batching!r}")
         if self.crisis_mode not in ("append", "replace"):
@@ -230,6 +245,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with Config fields (below flags win).")
     group = parser.add_argument_group("config fields")
     for f in fields(Config):
+        if f.metadata.get("flag") is False:  # a script adds this one itself (e.g. the finetuner's --adapter)
+            continue
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"dest": f"cfg.{f.name}", "default": argparse.SUPPRESS, "help": _field_help(f)}
         if f.type in ("bool", bool):

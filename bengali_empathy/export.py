@@ -326,7 +326,8 @@ def add_export_args(parser) -> None:
     g = parser.add_argument_group("export (instead of training; see bengali_empathy/export.py)")
     g.add_argument("--export", choices=("merged", "gguf"), help="merged: a bf16 folder with the LoRA merged in; "
                    "gguf: that folder converted by llama.cpp + an Ollama Modelfile")
-    g.add_argument("--adapter", metavar="DIR", help="the adapter to export (default: the preset's --output-dir)")
+    g.add_argument("--adapter", metavar="DIR", help="the adapter to export, or the one --stage kto/dpo starts from "
+                   "(default: the preset's --output-dir)")
     g.add_argument("--out", metavar="DIR", help="where the export goes (default: ADAPTER-merged / ADAPTER-gguf)")
     g.add_argument("--verify", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="greedy parity check on N prompts (default 8): export vs adapter, token by token")

@@ -306,6 +306,74 @@ def plan_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None =
     return plan
 
 
+def plan_preference_speed(cfg: Config, memory_gib: float | None, shape: ModelShape | None = None, *,
+                          on_cuda: bool = True, liger_ok: bool = True, trained_rows_per_example: int = 2,
+                          longest_tokens: int | None = None, min_batch: int = 1) -> SpeedPlan:
+    """Settings for a KTO/DPO run that fits `memory_gib` (None: not a GPU run -> no changes).
+
+    TRL pads each micro-batch to its longest sequence, so a micro-batch holds whole examples: DPO runs the chosen
+    and the rejected sequence of every pair with gradients (trained_rows_per_example=2), KTO one (its KL and
+    reference passes run without gradients: activations freed at once). The optimizer step keeps the configured
+    number of examples (per_device_train_batch_size x gradient_accumulation_steps: the seed's 32); micro-batches
+    are as large as memory allows, with checkpointing only when fewer than min(step, 8) examples would fit without
+    it. TRL computes log-probabilities with its own chunked LM head (no full logits), so the memory model counts no
+    logits and Liger supplies only its RMSNorm and SwiGLU kernels.
+    """
+    plan = SpeedPlan(memory_gib=memory_gib)
+    if not on_cuda or memory_gib is None:
+        plan.reasons.append("no CUDA GPU: settings left as configured (the CPU path is unchanged)")
+        return plan
+    shape = shape or ModelShape()
+    explicit = set(cfg.explicit_keys)
+    chosen: dict[str, Any] = {}
+
+    def choose(key: str, value: Any, reason: str) -> Any:
+        if key in explicit:
+            plan.kept_explicit.append(key)
+            return getattr(cfg, key)
+        chosen[key] = value
+        plan.reasons.append(f"{key}: {reason}")
+        return value
+
+    usable = memory_gib * 0.92 - 0.5
+    width = _round_up(min(cfg.max_seq_length, longest_tokens or cfg.max_seq_length), 8)
+    step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    choose("use_liger", bool(liger_ok), "Liger's RMSNorm and SwiGLU kernels (TRL's chunked LM head replaces its "
+           "fused cross-entropy)" if liger_ok else "liger-kernel is not installed or no Triton")
+    choose("dequantize_cache", False, "dequantize on the fly (the bf16 copy was not faster and costs memory)")
+
+    def examples_fit(gc: bool) -> int:
+        base = estimate_peak_gib(shape, 0, gc=gc, cache=False, liger=True)
+        per_tok = (estimate_peak_gib(shape, 1024, gc=gc, cache=False, liger=True) - base) / 1024
+        return max(0, int((usable - base) / per_tok) // (trained_rows_per_example * width))
+
+    user_gc = cfg.use_gradient_checkpointing if "use_gradient_checkpointing" in explicit else None
+    if user_gc is None:
+        gc = examples_fit(False) < min(step, 8)
+    else:
+        gc = user_gc
+    fit = examples_fit(gc)
+    if fit < min_batch:
+        plan.reasons.append(f"WARNING: fewer than {min_batch} example(s) of {width} tokens may fit; expect "
+                            "out-of-memory errors (lower --max-seq-length)")
+    choose("use_gradient_checkpointing", gc,
+           "memory is short: recompute activations in backward" if gc else "enough memory: no recomputation")
+    own_batch = "per_device_train_batch_size" in explicit
+    batch = cfg.per_device_train_batch_size if own_batch else max(min_batch, min(step, fit))
+    accum = max(1, math.ceil(step / batch))
+    if not own_batch:
+        batch = max(min_batch, math.ceil(step / accum))  # spread the step evenly over the micro-batches
+    choose("per_device_train_batch_size", batch, f"examples per micro-batch that fit ({trained_rows_per_example} "
+           f"trained sequence(s) of up to {width} tokens each), up to one optimizer step of {step} examples")
+    choose("gradient_accumulation_steps", accum, f"micro-batches per optimizer step, to keep {step} examples a step")
+    plan.settings = chosen
+    final = plan.apply(cfg)
+    plan.estimated_peak_gib = round(estimate_peak_gib(
+        shape, final.per_device_train_batch_size * trained_rows_per_example * width,
+        gc=final.use_gradient_checkpointing, cache=False, liger=True), 2)
+    return plan
+
+
 # --------------------------------------------------------------------------- wiring into a run
 
 
@@ -350,6 +418,21 @@ def auto_configure(cfg: Config, model_path: str, lengths=None) -> tuple[Config, 
     mean = float(sum(lengths) / len(lengths)) if lengths is not None and len(lengths) else None
     plan = plan_speed(cfg, mem, model_shape(model_path), on_cuda=mem is not None, liger_ok=liger_available(),
                       mean_example_tokens=mean)
+    for line in plan.describe().splitlines():
+        log.info(line)
+    return plan.apply(cfg), plan
+
+
+def auto_configure_preferences(cfg: Config, model_path: str, longest_tokens: int | None,
+                               trained_rows_per_example: int, min_batch: int = 1) -> tuple[Config, SpeedPlan]:
+    """plan_preference_speed from free GPU memory (if auto_speed); prints the plan; returns (config, plan)."""
+    if not cfg.auto_speed:
+        return cfg, SpeedPlan(memory_gib=None, reasons=["auto_speed is off: settings as configured"])
+    enforce_memory_cap(cfg)
+    mem = gpu_memory_gib(cfg)
+    plan = plan_preference_speed(cfg, mem, model_shape(model_path), on_cuda=mem is not None,
+                                 liger_ok=liger_available(), trained_rows_per_example=trained_rows_per_example,
+                                 longest_tokens=longest_tokens, min_batch=min_batch)
     for line in plan.describe().splitlines():
         log.info(line)
     return plan.apply(cfg), plan

@@ -4,8 +4,8 @@
     python scripts/make_preference_set.py             # (re)writes data/preferences.jsonl; deterministic
     python scripts/make_preference_set.py --check     # exit 1 if the file differs from what it would write
 
-Every conversation of data/sample_empathy_conversations.csv (a good counselor reply written for this project)
-becomes one pair {"prompt", "chosen", "rejected"}: chosen = that reply; rejected = a reply with one fault that
+Every conversation of data/sample_empathy_conversations.csv and data/short_conversations.csv (good counselor
+replies written for this project; the short ones, "set": "short", keep the embedded model's tests fast) becomes one pair {"prompt", "chosen", "rejected"}: chosen = that reply; rejected = a reply with one fault that
 the project's scorer (bengali_empathy.score) flags, built from the templates in data/preference_faults.json:
 English or romanized replies (non_bengali), loops (repetitive), brushing the feeling off (dismissive), medicine
 names and doses (medical_advice), blaming, harmful advice, and for every crisis message the good reply with its
@@ -13,8 +13,8 @@ referral removed (crisis_not_handled). A pair is kept only if the scorer flags t
 flags nothing in the chosen one and scores the chosen one higher.
 
 These judgements are automatic, not people's: every record says "source": "scorer", and training runs count
-human and automatic records apart. About 15% of the prompts of each topic are a fixed held-out part
-("split": "test"), never trained on.
+human and automatic records apart. A fixed held-out part ("split": "test": 15% of the prompts of each topic of
+the sample set, 25% of the short set) is never trained on.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ sys.path.insert(0, str(REPO))
 from bengali_empathy import safety, score  # noqa: E402
 from bengali_empathy.data import clean_pairs, read_table  # noqa: E402
 
-SOURCE = REPO / "data" / "sample_empathy_conversations.csv"
+# (file, name, held-out share): the sample conversations, and short ones written for this set (cheap enough for
+# the embedded model's tests on a CPU: Bengali costs it ~2 tokens a character).
+SOURCES = ((REPO / "data" / "sample_empathy_conversations.csv", "sample", 0.15),
+           (REPO / "data" / "short_conversations.csv", "short", 0.25))
 TEMPLATES = REPO / "data" / "preference_faults.json"
 OUT = REPO / "data" / "preferences.jsonl"
 # Faults given in turn to the non-crisis conversations (crisis messages always get crisis_not_handled).
 ROTATION = ("non_bengali", "repetitive", "dismissive", "medical_advice", "blaming", "harmful_advice")
-HELDOUT_SHARE = 0.15
 SEED = 11
 _SENTENCE = re.compile(r"[^।?!]+[।?!]?")
 
@@ -64,8 +66,8 @@ def candidates(fault: str, prompt: str, chosen: str, templates: dict, turn: int)
     return [c for c in out if c]
 
 
-def heldout_prompts(rows: list[dict]) -> set[str]:
-    """HELDOUT_SHARE of the distinct prompts of each topic (at least one), chosen with a fixed seed."""
+def heldout_prompts(rows: list[dict], share: float) -> set[str]:
+    """`share` of the distinct prompts of each topic (at least one), chosen with a fixed seed."""
     rng = np.random.default_rng(SEED)
     chosen: set[str] = set()
     by_topic: dict[str, list[str]] = {}
@@ -75,16 +77,19 @@ def heldout_prompts(rows: list[dict]) -> set[str]:
             by_topic[r["topic"]].append(r["user"])
     for topic in sorted(by_topic):
         prompts = sorted(by_topic[topic])
-        n = max(1, round(HELDOUT_SHARE * len(prompts)))
+        n = max(1, round(share * len(prompts)))
         chosen.update(prompts[i] for i in rng.permutation(len(prompts))[:n])
     return chosen
 
 
 def build() -> tuple[list[dict], dict]:
     templates = json.loads(TEMPLATES.read_text(encoding="utf-8"))
-    pairs, _ = clean_pairs(read_table(SOURCE))
-    rows = pairs.to_dict("records")
-    test = heldout_prompts(rows)
+    rows, test = [], set()
+    for path, name, share in SOURCES:
+        pairs, _ = clean_pairs(read_table(path))
+        part = [{**r, "set": name} for r in pairs.to_dict("records")]
+        test |= heldout_prompts(part, share)
+        rows += part
     out: list[dict] = []
     stats = {"conversations": len(rows), "dropped_chosen_flagged": 0, "dropped_no_flagged_rejection": 0}
     turns = {f: 0 for f in (*ROTATION, "crisis_not_handled")}
@@ -108,7 +113,7 @@ def build() -> tuple[list[dict], dict]:
         turns[fault] += 1
         rec = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": "scorer", "fault": fault,
                "rejected_flags": bad["flags"], "chosen_score": good["empathy_score"],
-               "rejected_score": bad["empathy_score"], "topic": r["topic"]}
+               "rejected_score": bad["empathy_score"], "topic": r["topic"], "set": r["set"]}
         if prompt in test:
             rec["split"] = "test"
         out.append(rec)

@@ -1,0 +1,229 @@
+"""Preference stages (--stage kto|dpo) on the embedded model: real TRL trainers, real 4-bit base, real SFT adapter.
+
+The model tests share one short DPO run and one short KTO run (module fixtures) on the short part of the project's
+own preference set (data/preferences.jsonl, "set": "short"), continuing from the session's SFT adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bengali_empathy import prefs, speed, train_prefs
+from bengali_empathy.config import REPO_ROOT, ConfigError, build_config
+
+from .conftest import tiny_config
+
+SHIPPED = REPO_ROOT / "data" / "preferences.jsonl"
+# Stated bound: a few preference steps may not raise the SFT validation loss (nats per supervised token) by more.
+SFT_LOSS_BOUND = 0.05
+
+
+# --------------------------------------------------------------------------- speed plan (pure, CPU)
+
+
+def pref_cfg(**kw):
+    return build_config({"stage": "dpo", "preference_data": "x.jsonl", **kw})
+
+
+def test_preference_plan_leaves_cpu_runs_alone():
+    plan = speed.plan_preference_speed(pref_cfg(), None, on_cuda=False)
+    assert plan.settings == {}
+
+
+def test_preference_plan_on_a_big_gpu_skips_checkpointing_and_keeps_the_step():
+    cfg = pref_cfg()
+    plan = speed.plan_preference_speed(cfg, 79.0, speed.ModelShape(), longest_tokens=512)
+    s = plan.settings
+    assert s["use_gradient_checkpointing"] is False and s["use_liger"] is True
+    assert s["per_device_train_batch_size"] >= 8
+    step = s["per_device_train_batch_size"] * s["gradient_accumulation_steps"]
+    assert 32 <= step < 32 + s["gradient_accumulation_steps"]  # the seed's 32 examples a step, spread evenly
+    assert plan.estimated_peak_gib <= 79.0
+
+
+def test_preference_plan_for_12gb_checkpoints_and_fits():
+    for stage, rows, min_batch in (("dpo", 2, 1), ("kto", 1, 2)):
+        cfg = pref_cfg(stage=stage, gpu_memory_cap_gb=12.0)
+        plan = speed.plan_preference_speed(cfg, 12.0, speed.ModelShape(), longest_tokens=512,
+                                           trained_rows_per_example=rows, min_batch=min_batch)
+        s = plan.settings
+        assert s["use_gradient_checkpointing"] is True
+        assert s["per_device_train_batch_size"] >= min_batch and plan.estimated_peak_gib <= 12.0
+        assert s["per_device_train_batch_size"] * s["gradient_accumulation_steps"] >= 32
+
+
+def test_preference_plan_keeps_what_the_user_set():
+    cfg = pref_cfg(per_device_train_batch_size=3, use_gradient_checkpointing=False)
+    plan = speed.plan_preference_speed(cfg, 12.0, speed.ModelShape(), longest_tokens=512)
+    assert "per_device_train_batch_size" not in plan.settings and "use_gradient_checkpointing" not in plan.settings
+    assert set(plan.kept_explicit) >= {"per_device_train_batch_size", "use_gradient_checkpointing"}
+
+
+# --------------------------------------------------------------------------- settings and errors (no model)
+
+
+def test_stage_settings_defaults_and_checks(tmp_path):
+    cfg = build_config({"preset": "llama31-8b", "stage": "kto", "preference_data": str(SHIPPED)})
+    new, st = train_prefs.resolve(cfg)
+    assert st.adapter_dir == cfg.path("outputs/llama31_bengali_empathy")  # the SFT run's folder
+    assert st.output_dir == cfg.path("outputs/llama31_bengali_empathy_kto")  # never the adapter it starts from
+    assert new.learning_rate == train_prefs.PREF_LEARNING_RATE
+    explicit = build_config({"stage": "dpo", "preference_data": "p.jsonl", "learning_rate": 1e-4})
+    assert train_prefs.resolve(explicit)[0].learning_rate == 1e-4
+    with pytest.raises(ConfigError, match="needs --preference-data"):
+        train_prefs.resolve(build_config({"stage": "dpo"}))
+    with pytest.raises(ConfigError, match="never writes over its starting adapter"):
+        train_prefs.resolve(build_config({"stage": "dpo", "preference_data": "p", "adapter": str(tmp_path),
+                                          "output_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="at least 2"):
+        train_prefs.resolve(build_config({"stage": "kto", "preference_data": "p", "per_device_train_batch_size": 1}))
+    with pytest.raises(ConfigError, match="stage must be one of"):
+        build_config({"stage": "ppo"})
+
+
+def test_kto_weights_balance_the_labels():
+    rows = [{"label": True}] * 6 + [{"label": False}] * 2
+    assert train_prefs.kto_weights(rows) == {"desirable_weight": 1.0, "undesirable_weight": 3.0}
+    assert train_prefs.kto_weights(rows[:2] + rows[-2:]) == {"desirable_weight": 1.0, "undesirable_weight": 1.0}
+
+
+def run_finetuner(*args):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "bengali_empathy_finetuner.py"), *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+
+
+def test_wrong_format_is_a_one_line_error_and_touches_no_output(tmp_path, trained_run):
+    cfg, _ = trained_run
+    bad = tmp_path / "thumbs.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "completion": "c"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    common = ["--preset", "demo", "--adapter", str(cfg.path(cfg.output_dir)), "--output-dir", str(out),
+              "--experiment-log", str(tmp_path / "e.jsonl")]
+    r = run_finetuner("--stage", "kto", "--preference-data", str(bad), *common)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "'label'" in err and "--stage dpo" in err
+    ratings = tmp_path / "ratings.jsonl"
+    ratings.write_text(json.dumps({"prompt": "p", "completion": "c", "label": True}) + "\n", encoding="utf-8")
+    r = run_finetuner("--stage", "dpo", "--preference-data", str(ratings), *common)
+    assert r.returncode == 2 and "--stage kto" in r.stderr.strip().splitlines()[-1]
+    r = run_finetuner("--preference-data", str(ratings), *common)  # --stage sft (default) takes no preference data
+    assert r.returncode == 2 and "--stage kto or dpo" in r.stderr
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- real runs on the embedded model
+
+
+@pytest.fixture(scope="module")
+def short_prefs(tmp_path_factory):
+    """The short part of the project's own preference set (its train and held-out records, as shipped)."""
+    rows = [json.loads(line) for line in SHIPPED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    short = [r for r in rows if r.get("set") == "short"]
+    path = tmp_path_factory.mktemp("prefs") / "short.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in short), encoding="utf-8")
+    return path
+
+
+def pref_config(tmp, trained_run, stage, data_path, **kw):
+    sft_cfg, _ = trained_run
+    values = dict(stage=stage, preference_data=str(data_path), adapter=str(sft_cfg.path(sft_cfg.output_dir)),
+                  output_dir=str(tmp / stage), max_steps=3, eval_steps=3, save_steps=3, learning_rate=1e-3,
+                  per_device_train_batch_size=4, per_device_eval_batch_size=8, gradient_accumulation_steps=1,
+                  max_eval_samples=4)
+    values.update(kw)
+    return tiny_config(tmp, sft_cfg.data, **values)
+
+
+def decode_rows(tok, batch, mask_key="completion_mask", ids_key="input_ids", att_key="attention_mask"):
+    out = []
+    for ids, att, comp in zip(batch[ids_key].tolist(), batch[att_key].tolist(), batch[mask_key].tolist()):
+        out.append({"prompt": tok.decode([i for i, a, c in zip(ids, att, comp) if a and not c]),
+                    "completion": tok.decode([i for i, c in zip(ids, comp) if c]),
+                    "pad": [i for i, a in zip(ids, att) if not a]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory, trained_run, short_prefs):
+    tmp = tmp_path_factory.mktemp("dpo")
+    p = train_prefs.build(pref_config(tmp, trained_run, "dpo", short_prefs))
+    ds = p.trainer.train_dataset
+    batch = p.trainer.data_collator([ds[i] for i in range(2)])
+    raw = [p.rows["train"][i] for i in range(len(p.rows["train"]))]
+    record = train_prefs.finish(p)
+    return p, batch, raw, record
+
+
+def test_dpo_batches_train_only_the_replies(dpo_run, tokenizer):
+    p, batch, raw, _ = dpo_run
+    tok = p.tokenizer
+    rows = decode_rows(tok, batch)
+    n = len(rows) // 2  # the batch is [chosen..., rejected...]
+    by_text = {tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True): r for r in raw}
+    for i in range(n):
+        chosen, rejected = rows[i], rows[n + i]
+        assert chosen["prompt"] == rejected["prompt"] and chosen["prompt"] in by_text
+        src = by_text[chosen["prompt"]]
+        # the prompt is the system prompt + user turn + the assistant header, exactly as generation sees it
+        assert chosen["prompt"].startswith("<|im_start|>system\n" + p.cfg.system_prompt)
+        assert chosen["prompt"].endswith("<|im_start|>assistant\n")
+        # the trained tokens are the reply and its end-of-turn, nothing of the prompt, no padding
+        assert chosen["completion"] == src["chosen"][0]["content"] + "<|im_end|>\n"
+        assert rejected["completion"] == src["rejected"][0]["content"] + "<|im_end|>\n"
+        assert set(chosen["pad"] + rejected["pad"]) <= {tok.pad_token_id} and tok.pad_token_id != tok.eos_token_id
+
+
+def test_dpo_raises_reward_accuracy_and_margin_on_heldout_pairs(dpo_run):
+    _, _, _, record = dpo_run
+    h = record["heldout"]["all"]
+    assert h["pairs"] >= 12
+    # before training the policy is its reference: every reward is 0 and the accuracy is 0 (chance is 0.5)
+    assert h["reward_accuracy"] > 0.5 and h["reward_margin"] > 0
+    assert h["logp_margin_policy"] > h["logp_margin_reference"]  # chosen - rejected log-prob margin grew
+    assert 0 < h["kl_per_token"] < 1.0  # it moved from the reference, not far
+    assert "automatic" in record["heldout"] and "human" not in record["heldout"]
+
+
+def test_dpo_keeps_the_sft_validation_loss(dpo_run):
+    _, _, _, record = dpo_run
+    sft = record["sft_validation_loss"]
+    assert sft["examples"] > 0 and sft["before"] > 0
+    assert sft["increase"] <= SFT_LOSS_BOUND, sft
+
+
+def test_dpo_record_outputs_and_reference(dpo_run, trained_run):
+    import torch
+    from safetensors.torch import load_file
+
+    p, _, _, record = dpo_run
+    out = p.settings.output_dir
+    assert record["stage"] == "dpo" and record["global_steps"] == 3
+    assert record["judged_by"]["sources"] == {"scorer": 52} and record["judged_by"]["automatic_share"] == 1.0
+    assert record["data"]["splits"]["test"]["pairs"] == record["heldout"]["all"]["pairs"]
+    assert record["validation"]["eval_loss"] > 0 and "eval_rewards/margins" in record["validation"]
+    assert record["real_tokens_per_s"] > 0
+    logged = json.loads(p.cfg.path(p.cfg.experiment_log).read_text(encoding="utf-8").splitlines()[-1])
+    assert logged["stage"] == "dpo" and logged["heldout"] == record["heldout"]
+    # the saved adapter is the tuned one alone (no reference copy), loadable like any adapter of this project
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
+    assert json.loads((out / "run_config.json").read_text())["stage"] == "dpo"
+    for name in ("preferences_train.jsonl", "preferences_validation.jsonl", "preferences_test.jsonl"):
+        assert (out / "data" / name).is_file()
+    # one 4-bit base in memory; the reference is the starting adapter's weights, frozen
+    model = p.trainer.model
+    assert p.trainer.ref_model is None and set(model.peft_config) == {"default", "ref"}
+    start = load_file(str(p.settings.adapter_dir / "adapter_model.safetensors"))
+    tuned = load_file(str(out / "adapter_model.safetensors"))
+    params = dict(model.named_parameters())
+    changed = 0
+    for key, value in start.items():
+        ref = params[key[: -len(".weight")] + ".ref.weight"]  # ...q_proj.lora_A.weight -> ...lora_A.ref.weight
+        assert not ref.requires_grad and torch.equal(ref.detach().cpu().to(value.dtype), value)
+        changed += not torch.equal(tuned[key], value)
+    assert changed > 0
