@@ -252,21 +252,28 @@ def final_metrics(trainer) -> dict[str, float]:
     return {k: v for k, v in last.items() if k.startswith("eval_") and isinstance(v, (int, float))}
 
 
-def heldout_metrics(model, tokenizer, cfg: Config, records: list, stage: str) -> dict[str, Any]:
-    """Pair metrics on the held-out pairs, for all of them and for human and automatic judgements apart; for
-    unpaired held-out ratings, the mean rewards of good and bad completions."""
-    out: dict[str, Any] = {}
-    groups = {"all": records, "human": [r for r in records if r.human],
-              "automatic": [r for r in records if not r.human]}
-    for name, recs in groups.items():
-        pairs = prefs.to_trl(prefs.pairs_of(recs), "dpo", cfg.system_prompt)
-        if pairs:
-            out[name] = pref_metrics.pair_metrics(model, tokenizer, pairs, cfg.pref_beta, cfg.max_seq_length,
-                                                  cfg.per_device_eval_batch_size)
-    unpaired = [r for r in records if r.kind == "unpaired"]
-    if unpaired:
-        out["ratings"] = pref_metrics.label_metrics(model, tokenizer, prefs.to_trl(unpaired, "kto", cfg.system_prompt),
-                                                    cfg.pref_beta, cfg.max_seq_length, cfg.per_device_eval_batch_size)
+def heldout_metrics(model, tokenizer, cfg: Config, records: list) -> dict[str, Any]:
+    """On the held-out records: pair metrics (reward accuracy and margin, log-prob margins, KL) and, for unpaired
+    ratings, the mean rewards of good and bad completions; each for all records and for human and automatic
+    judgements apart ({"pairs": {"all", "human", "automatic"}, "ratings": {...}})."""
+    out: dict[str, Any] = {"pairs": {}, "ratings": {}}
+    human = [r for r in records if r.human]
+    automatic = [r for r in records if not r.human]
+    for kind, select, measure in (
+        ("pairs", prefs.pairs_of, lambda rs: pref_metrics.pair_metrics(
+            model, tokenizer, prefs.to_trl(rs, "dpo", cfg.system_prompt), cfg.pref_beta, cfg.max_seq_length,
+            cfg.per_device_eval_batch_size)),
+        ("ratings", lambda rs: [r for r in rs if r.kind == "unpaired"], lambda rs: pref_metrics.label_metrics(
+            model, tokenizer, prefs.to_trl(rs, "kto", cfg.system_prompt), cfg.pref_beta, cfg.max_seq_length,
+            cfg.per_device_eval_batch_size)),
+    ):
+        every, h, a = select(records), select(human), select(automatic)
+        if not every:
+            continue
+        out[kind]["all"] = measure(every)
+        for name, part in (("human", h), ("automatic", a)):
+            if part:  # a group that is all of them is measured once
+                out[kind][name] = out[kind]["all"] if len(part) == len(every) else measure(part)
     return out
 
 
@@ -396,9 +403,10 @@ def finish(p: Prepared) -> dict:
     log.info("validation after training: %s", {k: round(v, 4) for k, v in validation.items()})
 
     banner("held-out")
-    heldout = heldout_metrics(model, tokenizer, cfg, p.splits["test"], st.stage)
-    for name, m in heldout.items():
-        log.info("held-out %s: %s", name, m)
+    heldout = heldout_metrics(model, tokenizer, cfg, p.splits["test"])
+    for kind, groups in heldout.items():
+        for name, m in groups.items():
+            log.info("held-out %s (%s): %s", kind, name, m)
     sft = sft_validation(model, tokenizer, cfg, st.adapter_dir)
     if sft.get("examples"):
         log.info("SFT validation loss: before %.4f -> after %.4f (%+.4f), %d examples", sft["before"], sft["after"],

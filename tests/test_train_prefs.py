@@ -181,13 +181,13 @@ def test_dpo_batches_train_only_the_replies(dpo_run, tokenizer):
 
 def test_dpo_raises_reward_accuracy_and_margin_on_heldout_pairs(dpo_run):
     _, _, _, record = dpo_run
-    h = record["heldout"]["all"]
+    h = record["heldout"]["pairs"]["all"]
     assert h["pairs"] >= 12
     # before training the policy is its reference: every reward is 0 and the accuracy is 0 (chance is 0.5)
     assert h["reward_accuracy"] > 0.5 and h["reward_margin"] > 0
     assert h["logp_margin_policy"] > h["logp_margin_reference"]  # chosen - rejected log-prob margin grew
     assert 0 < h["kl_per_token"] < 1.0  # it moved from the reference, not far
-    assert "automatic" in record["heldout"] and "human" not in record["heldout"]
+    assert set(record["heldout"]["pairs"]) == {"all", "automatic"} and record["heldout"]["ratings"] == {}
 
 
 def test_dpo_keeps_the_sft_validation_loss(dpo_run):
@@ -205,7 +205,7 @@ def test_dpo_record_outputs_and_reference(dpo_run, trained_run):
     out = p.settings.output_dir
     assert record["stage"] == "dpo" and record["global_steps"] == 3
     assert record["judged_by"]["sources"] == {"scorer": 52} and record["judged_by"]["automatic_share"] == 1.0
-    assert record["data"]["splits"]["test"]["pairs"] == record["heldout"]["all"]["pairs"]
+    assert record["data"]["splits"]["test"]["pairs"] == record["heldout"]["pairs"]["all"]["pairs"]
     assert record["validation"]["eval_loss"] > 0 and "eval_rewards/margins" in record["validation"]
     assert record["real_tokens_per_s"] > 0
     logged = json.loads(p.cfg.path(p.cfg.experiment_log).read_text(encoding="utf-8").splitlines()[-1])
@@ -227,3 +227,95 @@ def test_dpo_record_outputs_and_reference(dpo_run, trained_run):
         assert not ref.requires_grad and torch.equal(ref.detach().cpu().to(value.dtype), value)
         changed += not torch.equal(tuned[key], value)
     assert changed > 0
+
+
+@pytest.fixture(scope="module")
+def kto_prefs(tmp_path_factory, short_prefs):
+    """A mixed file as the feedback export makes it: the short set's pairs (automatic judgements) and, in the
+    held-out part, a few unpaired ratings marked as people's (source "human"), so the two are reported apart."""
+    rows = [json.loads(line) for line in short_prefs.read_text(encoding="utf-8").splitlines()]
+    test = [r for r in rows if r.get("split") == "test"]
+    out = [r for r in rows if r.get("split") != "test"] + test[:4]
+    for i, r in enumerate(test[4:8]):
+        out.append({"prompt": r["prompt"], "completion": r["chosen"] if i % 2 else r["rejected"],
+                    "label": bool(i % 2), "source": "human", "split": "test", "rater": f"test-rater-{i}"})
+    path = tmp_path_factory.mktemp("kto") / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def kto_run(tmp_path_factory, trained_run, kto_prefs):
+    tmp = tmp_path_factory.mktemp("ktorun")
+    cfg = pref_config(tmp, trained_run, "kto", kto_prefs, max_steps=2, eval_steps=2, save_steps=2)
+    p = train_prefs.build(cfg)
+    batch = p.trainer.data_collator([p.trainer.train_dataset[i] for i in range(4)])
+    record = train_prefs.finish(p)
+    return p, batch, record, tmp
+
+
+def test_kto_batches_and_kl_rows(kto_run):
+    p, batch, _, _ = kto_run
+    tok = p.tokenizer
+    rows = decode_rows(tok, batch)
+    kl_rows = decode_rows(tok, batch, "KL_completion_mask", "KL_input_ids", "KL_attention_mask")
+    by_prompt = {}
+    for r in p.rows["train"]:
+        by_prompt.setdefault(tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True),
+                             []).append(r["completion"][0]["content"] + "<|im_end|>\n")
+    labels = batch["label"].tolist() if hasattr(batch["label"], "tolist") else list(batch["label"])
+    full = 0
+    for i, r in enumerate(rows):
+        assert r["prompt"].endswith("<|im_start|>assistant\n") and r["prompt"] in by_prompt
+        # the trained tokens are one of this prompt's completions (its head, if cut at max_seq_length) + end of turn
+        assert r["completion"] and any(c.startswith(r["completion"]) for c in by_prompt[r["prompt"]])
+        full += r["completion"] in by_prompt[r["prompt"]]
+        # KL rows: the same prompt with the previous example's completion (a mismatched pair)
+        assert kl_rows[i]["prompt"] == r["prompt"]
+        assert kl_rows[i]["completion"] == rows[i - 1]["completion"]
+    assert full >= 1 and set(labels) <= {True, False, 0, 1}
+
+
+def test_kto_learns_and_reports_human_and_automatic_apart(kto_run):
+    _, _, record, _ = kto_run
+    assert record["stage"] == "kto" and record["global_steps"] == 2
+    assert record["judged_by"]["sources"] == {"human": 4, "scorer": 41}
+    # pairs are unrolled: 33 train pairs -> 66 rows, balanced, so the weights stay 1/1
+    assert record["data"]["splits"]["train"]["training_rows"] == 66 and record["kto_weights"] == {
+        "desirable_weight": 1.0, "undesirable_weight": 1.0}
+    assert "kl" in record["train_last"] and "eval_kl" in record["validation"]
+    h = record["heldout"]
+    assert set(h["pairs"]) == {"all", "automatic"} and set(h["ratings"]) == {"all", "human"}
+    assert h["ratings"]["human"]["desirable"] == 2 and h["ratings"]["human"]["undesirable"] == 2
+    assert h["pairs"]["all"]["reward_margin"] > 0  # good replies gained on bad ones, on prompts never trained on
+    assert record["sft_validation_loss"]["increase"] <= SFT_LOSS_BOUND
+
+
+def test_preference_run_resumes_from_its_checkpoint(kto_run, trained_run, tmp_path):
+    import shutil
+
+    p, _, _, _ = kto_run
+    run_dir = tmp_path / "kto"
+    shutil.copytree(p.settings.output_dir, run_dir)
+    with pytest.raises(ConfigError, match="--resume to continue"):
+        train_prefs.build(dataclasses.replace(p.cfg, output_dir=str(run_dir), resume=False, overwrite=False))
+    # the source may change after the run: resume trains on the records saved beside the checkpoint
+    cfg = pref_config(tmp_path, trained_run, "kto", tmp_path / "gone.jsonl", output_dir=str(run_dir), resume=True,
+                      max_steps=3, eval_steps=3, save_steps=3)
+    record = train_prefs.run(cfg)
+    assert record["global_steps"] == 3 and record["data"]["read"]["resumed_from_saved_splits"] is True
+    state = json.loads((run_dir / "checkpoint-3" / "trainer_state.json").read_text())
+    assert any(h.get("step") == 2 for h in state["log_history"])  # the interrupted run's history continues
+
+
+def test_preference_benchmark_runs_the_real_path_on_cpu(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import pref_throughput
+
+    rec = pref_throughput.main(["--cpu-smoke", "--work-dir", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    for name in ("sft", "dpo", "kto"):
+        r = rec["configs"][name]
+        assert "error" not in r, r
+        assert r["steps"] == 2 and r["real_tok_s"] > 0 and r["stage"] == name
+    assert rec["configs"]["dpo"]["x_sft"] > 0 and rec["configs"]["dpo"]["heldout"]["pairs"] > 0
+    assert json.loads((tmp_path / "r.json").read_text())["configs"]["kto"]["examples_per_s"] > 0

@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""Preference tuning (DPO, KTO) vs SFT on the Llama-3.1-8B shape: peak GPU memory (does it fit 12 GB?) and tokens/s.
+
+    python benchmarks/pref_throughput.py                     # CUDA: random-weight 8B shape, ~3-4 minutes on an H100
+    python benchmarks/pref_throughput.py --cpu-smoke         # tiny random Llama on the CPU (what CI runs)
+
+Everything goes through the project's real entry points in ONE process: `train.run` (SFT) and
+`train_prefs.run` (--stage dpo / kto: TRL's DPOTrainer / KTOTrainer, the 4-bit base with the starting adapter
+trainable and its frozen copy as the reference), with the finetuner's automatic speed plan, once on the whole
+GPU and once under `--gpu-memory-cap-gb 12` (the caching allocator is capped, so an over-budget run fails with
+out-of-memory instead of borrowing memory a 12 GB card would not have).
+
+The model is a checkpoint with random weights and exactly the Llama-3.1-8B-Instruct config (written once to
+--work-dir). Its tokenizer is byte-level (one ASCII character = one token) with a Llama-3-style chat template, so
+the texts can have the corpus's Llama-3.1 token lengths: question ~ lognormal (median 87, mean 107 tokens),
+answers ~ lognormal (median 61, mean 115), chosen and rejected drawn independently; a 60-token system prompt.
+SFT trains on (question, chosen answer); DPO on the pairs; KTO on the pairs unrolled. tokens/s counts the non-pad
+tokens of the sequences trained with gradients (SFT: prompt + answer; DPO: chosen and rejected sequence of every
+pair; KTO: each completion) over the training loop; DPO and KTO also run the reference (and KTO a KL pass) without
+gradients, which is part of their cost. Results: --out (JSON) and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from train_throughput import LLAMA31_8B_CONFIG, log, make_random_checkpoint  # noqa: E402
+
+from bengali_empathy.config import build_config  # noqa: E402
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+            "<|finetune_right_pad_id|>"]
+SYSTEM_PROMPT = "You are a gentle Bengali counselor. " + "x" * 24  # 60 characters = 60 tokens
+TINY_CONFIG = dict(LLAMA31_8B_CONFIG, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=2048,
+                   rope_scaling=None, pad_token_id=None, eos_token_id=None, bos_token_id=None)
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer without merges (one byte = one token) and a Llama-3-style chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIALS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|finetune_right_pad_id|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_checkpoint(path: Path) -> Path:
+    if (path / "config.json").is_file():
+        return path
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**TINY_CONFIG)).to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
+def words(rng, n_tokens: int) -> str:
+    """Lower-case ASCII words of n_tokens characters (= tokens for the byte-level tokenizer)."""
+    letters = rng.integers(97, 123, size=n_tokens)
+    letters[rng.random(n_tokens) < 0.18] = 32
+    text = bytes(letters.astype(np.uint8).tolist()).decode()
+    return ("a" + text[1:-1] + "a") if n_tokens >= 2 else "a"
+
+
+def make_data(work: Path, n_pairs: int, max_len: int, scale: float, seed: int = 1234) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def draw(median, mean):
+        sigma = float(np.sqrt(2 * np.log(mean / median)))
+        return max(6, int(rng.lognormal(np.log(median * scale), sigma)))
+
+    pairs = []
+    budget = max_len - 90  # system prompt + template
+    for i in range(n_pairs):
+        q = min(draw(87, 107), budget // 2)
+        pairs.append({"prompt": f"{i} " + words(rng, q), "chosen": words(rng, min(draw(61, 115), budget - q)),
+                      "rejected": words(rng, min(draw(61, 115), budget - q)), "source": "synthetic"})
+    prefs_file = work / "prefs.jsonl"
+    prefs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    sft_file = work / "sft.csv"
+    with open(sft_file, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Topics", "Questions", "Answers"])
+        for i, p in enumerate(pairs):
+            w.writerow([f"t{i % 8}", p["prompt"], p["chosen"]])
+    lengths = [len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) for p in pairs]
+    return {"prefs": prefs_file, "sft": sft_file, "pairs": n_pairs, "mean_pair_tokens": round(float(np.mean(
+        [len(p["prompt"]) + (len(p["chosen"]) + len(p["rejected"])) / 2 for p in pairs])), 1),
+        "p95_prompt_plus_longest": float(np.percentile(lengths, 95))}
+
+
+def start_adapter(model_path: str, out: Path, common: dict) -> Path:
+    """The starting adapter: the project's LoRA on the base, saved untrained (what an SFT run would hand over)."""
+    from bengali_empathy import model as model_lib
+
+    if (out / "adapter_config.json").is_file():
+        return out
+    cfg = build_config({**common, "auto_speed": False})
+    model, tok, _ = model_lib.load_training_model(cfg, model_path)
+    model.save_pretrained(out)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def run_one(name: str, stage: str, overrides: dict, common: dict, data: dict, adapter: Path, work: Path) -> dict:
+    from bengali_empathy import train, train_prefs
+
+    values = {**common, **overrides, "output_dir": str(work / "runs" / name), "overwrite": True}
+    if stage == "sft":
+        values.update(data=str(data["sft"]))
+    else:
+        values.update(stage=stage, preference_data=str(data["prefs"]), adapter=str(adapter))
+    cfg = build_config(values)
+    log(f"{name}: stage {stage}, {overrides or 'default plan'}")
+    t0 = time.time()
+    try:
+        record = train.run(cfg) if stage == "sft" else train_prefs.run(cfg)
+    except Exception as e:  # noqa: BLE001 - one failing configuration (e.g. out of memory) must not end the run
+        traceback.print_exc()
+        return {"stage": stage, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.set_per_process_memory_fraction(1.0)
+    steps = record["global_steps"]
+    out = {"stage": stage, "real_tok_s": record["real_tokens_per_s"], "peak_gb": record["peak_memory_gb"],
+           "train_s": record["train_runtime_s"], "steps": steps, "wall_s": round(time.time() - t0, 1),
+           "settings": {k: record["config"][k] for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                                         "use_gradient_checkpointing", "use_liger", "batching",
+                                                         "max_tokens_per_batch", "max_seq_length")},
+           "estimated_peak_gib": record["speed_plan"].get("estimated_peak_gib")}
+    examples_per_step = (record["config"]["per_device_train_batch_size"] * record["config"]["gradient_accumulation_steps"])
+    if stage != "sft":
+        out["examples_per_s"] = round(steps * examples_per_step / record["train_runtime_s"], 2)
+        out["heldout"] = record["heldout"]["pairs"].get("all")
+        out["train_last"] = {k: v for k, v in record["train_last"].items() if k.startswith(("rewards/", "kl", "loss"))}
+    if stage == "sft":
+        out["eval_loss"] = [record["eval_loss_before"], record["eval_loss_after"]]
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work-dir", default="/tmp/bengali_empathy_pref_bench")
+    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per configuration")
+    ap.add_argument("--pairs", type=int, default=320, help="preference pairs (train/validation/test 85/10/5)")
+    ap.add_argument("--configs", default="sft,dpo,kto,sft_12gb,dpo_12gb,kto_12gb")
+    ap.add_argument("--max-seq-length", type=int, default=512)
+    ap.add_argument("--cpu-smoke", action="store_true", help="tiny random Llama on the CPU, 2 steps: checks the path")
+    ap.add_argument("--out", default=str(REPO / "benchmarks/results/prefs_latest.json"))
+    args = ap.parse_args(argv)
+    on_cuda = torch.cuda.is_available() and not args.cpu_smoke
+    if not on_cuda and not args.cpu_smoke:
+        ap.error("no CUDA GPU: pass --cpu-smoke for a CPU smoke run")
+    work = Path(args.work_dir)
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    if args.cpu_smoke:
+        model_dir = make_tiny_checkpoint(work / "tiny-llama")
+        steps, n_pairs, scale, max_len = 2, 48, 0.1, 128
+    else:
+        model_dir = make_random_checkpoint(work / "llama31-8b-random")
+        steps, n_pairs, scale, max_len = args.steps, args.pairs, 1.0, args.max_seq_length
+    byte_tokenizer().save_pretrained(model_dir)
+    data = make_data(work, n_pairs, max_len, scale)
+    common = dict(model_name_or_path=str(model_dir), system_prompt=SYSTEM_PROMPT, max_seq_length=max_len,
+                  max_train_samples=0, max_steps=steps, eval_steps=100 * steps, save_steps=100 * steps,
+                  logging_steps=1, warmup_ratio=0.1, max_eval_samples=8, experiment_log=str(work / "experiments.jsonl"),
+                  num_proc=1, per_device_eval_batch_size=4)
+    if args.cpu_smoke:  # the demo preset runs on the CPU (the 8B presets stop there with the no-GPU message)
+        common.update(preset="demo", per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    adapter = start_adapter(str(model_dir), work / "start_adapter", common)
+    setup_s = round(time.time() - t_start, 1)
+    log(f"model, tokenizer, data ({data['pairs']} pairs) and starting adapter ready in {setup_s}s")
+    results = {}
+    for name in [n.strip() for n in args.configs.split(",") if n.strip()]:
+        stage, _, cap = name.partition("_")
+        if cap and not on_cuda:
+            continue  # a memory cap means nothing on the CPU
+        overrides = {"gpu_memory_cap_gb": 12.0} if cap == "12gb" else {}
+        results[name] = run_one(name, stage, overrides, common, data, adapter, work)
+    sft = {k: r.get("real_tok_s") for k, r in results.items() if r.get("stage") == "sft"}
+    for name, r in results.items():
+        base = sft.get("sft_12gb" if name.endswith("_12gb") else "sft")
+        if r.get("real_tok_s") and base:
+            r["x_sft"] = round(r["real_tok_s"] / base, 3)
+        if name.endswith("_12gb") and "error" not in r:
+            r["fits_12gb"] = r["peak_gb"] is not None and r["peak_gb"] <= 12.0
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name(0) if on_cuda else f"CPU ({platform.processor() or platform.machine()})",
+        "command": "python benchmarks/pref_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": "random-weight tiny Llama (CPU smoke)" if args.cpu_smoke else "random-weight Llama-3.1-8B-Instruct config",
+        "data": {k: v for k, v in data.items() if k not in ("prefs", "sft")}, "steps": steps,
+        "setup_s": setup_s, "total_s": round(time.time() - t_start, 1), "configs": results,
+        "versions": __import__("bengali_empathy.runlog", fromlist=["versions"]).versions(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    print(f"\n{record['device']}, {record['date']}, {steps} optimizer steps each; total {record['total_s']}s")
+    print("| config | real tok/s | x SFT | examples/s | peak GiB | fits 12 GB | batch x accum | checkpointing |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"| {name} | error: {r['error'][:90]} | | | | | | |")
+            continue
+        s = r["settings"]
+        print(f"| {name} | {r['real_tok_s']:,.0f} | {r.get('x_sft', '')} | {r.get('examples_per_s', '')} | "
+              f"{r['peak_gb']} | {r.get('fits_12gb', '')} | {s['per_device_train_batch_size']} x "
+              f"{s['gradient_accumulation_steps']} | {s['use_gradient_checkpointing']} |")
+    print(f"wrote {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
