@@ -157,3 +157,30 @@ def test_the_shipped_preference_set_is_what_it_claims():
     assert all(r.split == "test" for r in splits["test"])
     trained = {r.group for r in splits["train"] + splits["validation"]}
     assert not trained & {r.group for r in splits["test"]}
+
+
+def test_the_feedback_database_is_read_directly(tmp_path):
+    from bengali_empathy.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    meta = dict(session="s1", model="m", consent=True, adapter="outputs/a")
+    hist = [{"role": "user", "content": "মন খারাপ।"}, {"role": "assistant", "content": "বলুন, শুনছি।"}]
+    r1 = store.add_reply(variant="fine_tuned", prompt="রাতে ঘুম আসে না।", reply="Sleep more.", history=hist, turn=1,
+                         **meta)
+    store.add_rating(r1, session="s1", consent=True, thumbs=-1, better_reply="ঘুম না এলে খুব কষ্ট হয়, বুঝতে পারছি।")
+    a = store.add_reply(variant="fine_tuned", mode="compare", prompt="একা লাগে।", reply="একা লাগা কষ্টের, আমি আছি।", **meta)
+    b = store.add_reply(variant="base", mode="compare", prompt="একা লাগে।", reply="I am an AI.", **meta)
+    store.add_comparison(a, b, "A", session="s1", consent=True)
+    records, counts = prefs.read_preferences(store.path)
+    assert counts["records_read"] == 3 and {r.source for r in records} == {"human"}
+    assert [r.where for r in records] == ["record 1", "record 2", "record 3"]
+    pairs = prefs.usable_for(records, "dpo", store.path)
+    assert len(pairs) == 2 and {p.rejected for p in pairs} == {"Sleep more.", "I am an AI."}
+    better = next(p for p in pairs if p.rejected == "Sleep more.")
+    assert better.history == hist and better.meta["kind"] == "better_reply"
+    rows = prefs.to_trl([better], "dpo", "SYS")
+    assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user", "assistant", "user"]
+    kto = prefs.to_trl(prefs.usable_for(records, "kto", store.path), "kto", "SYS")
+    assert len(kto) == 5 and sum(r["label"] for r in kto) == 2  # 2 pairs unrolled + 1 thumbs down
+    info = prefs.describe(prefs.split_preferences(records, (0.34, 0.33, 0.33), 0), "kto")
+    assert info["automatic_share"] == 0.0 and info["sources"] == {"human": 3}
