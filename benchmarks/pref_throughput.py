@@ -4,11 +4,13 @@
     python benchmarks/pref_throughput.py                     # CUDA: random-weight 8B shape, ~3-4 minutes on an H100
     python benchmarks/pref_throughput.py --cpu-smoke         # tiny random Llama on the CPU (what CI runs)
 
-Everything goes through the project's real entry points in ONE process: `train.run` (SFT) and
+Everything goes through the project's real entry points: `train.run` (SFT) and
 `train_prefs.run` (--stage dpo / kto: TRL's DPOTrainer / KTOTrainer, the 4-bit base with the starting adapter
 trainable and its frozen copy as the reference), with the finetuner's automatic speed plan, once on the whole
 GPU and once under `--gpu-memory-cap-gb 12` (the caching allocator is capped, so an over-budget run fails with
-out-of-memory instead of borrowing memory a 12 GB card would not have).
+out-of-memory instead of borrowing memory a 12 GB card would not have). On a GPU every configuration runs in
+its own child process (one after the other, same machine), so no run sees memory another left behind; the
+parent process never touches the GPU. With --cpu-smoke they run in this process.
 
 The model is a checkpoint with random weights and exactly the Llama-3.1-8B-Instruct config (written once to
 --work-dir). Its tokenizer is byte-level (one ASCII character = one token) with a Llama-3-style chat template, so
@@ -172,57 +174,113 @@ def run_one(name: str, stage: str, overrides: dict, common: dict, data: dict, ad
     return out
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work-dir", default="/tmp/bengali_empathy_pref_bench")
-    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per configuration")
-    ap.add_argument("--pairs", type=int, default=320, help="preference pairs (train/validation/test 85/10/5)")
-    ap.add_argument("--configs", default="sft,dpo,kto,sft_12gb,dpo_12gb,kto_12gb")
-    ap.add_argument("--max-seq-length", type=int, default=512)
-    ap.add_argument("--cpu-smoke", action="store_true", help="tiny random Llama on the CPU, 2 steps: checks the path")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/prefs_latest.json"))
-    args = ap.parse_args(argv)
-    on_cuda = torch.cuda.is_available() and not args.cpu_smoke
-    if not on_cuda and not args.cpu_smoke:
-        ap.error("no CUDA GPU: pass --cpu-smoke for a CPU smoke run")
-    work = Path(args.work_dir)
-    (work / "runs").mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+def settings(args, work: Path) -> tuple[Path, dict, int, int, float, int]:
     if args.cpu_smoke:
-        model_dir = make_tiny_checkpoint(work / "tiny-llama")
-        steps, n_pairs, scale, max_len = 2, 48, 0.1, 128
-    else:
-        model_dir = make_random_checkpoint(work / "llama31-8b-random")
-        steps, n_pairs, scale, max_len = args.steps, args.pairs, 1.0, args.max_seq_length
-    byte_tokenizer().save_pretrained(model_dir)
-    data = make_data(work, n_pairs, max_len, scale)
+        return work / "tiny-llama", {}, 2, 48, 0.1, 128
+    return work / "llama31-8b-random", {}, args.steps, args.pairs, 1.0, args.max_seq_length
+
+
+def common_config(args, model_dir: Path, work: Path, steps: int, max_len: int) -> dict:
     common = dict(model_name_or_path=str(model_dir), system_prompt=SYSTEM_PROMPT, max_seq_length=max_len,
                   max_train_samples=0, max_steps=steps, eval_steps=100 * steps, save_steps=100 * steps,
                   logging_steps=1, warmup_ratio=0.1, max_eval_samples=8, experiment_log=str(work / "experiments.jsonl"),
                   num_proc=1, per_device_eval_batch_size=4)
     if args.cpu_smoke:  # the demo preset runs on the CPU (the 8B presets stop there with the no-GPU message)
         common.update(preset="demo", per_device_train_batch_size=2, gradient_accumulation_steps=2)
-    adapter = start_adapter(str(model_dir), work / "start_adapter", common)
+    return common
+
+
+def prepare(args, work: Path) -> dict:
+    """Checkpoint, tokenizer, data and the starting adapter (written once into --work-dir)."""
+    model_dir, _, steps, n_pairs, scale, max_len = settings(args, work)
+    if args.cpu_smoke:
+        make_tiny_checkpoint(model_dir)
+    else:
+        make_random_checkpoint(model_dir)
+    byte_tokenizer().save_pretrained(model_dir)
+    data = make_data(work, n_pairs, max_len, scale)
+    start_adapter(str(model_dir), work / "start_adapter", common_config(args, model_dir, work, steps, max_len))
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    (work / "prepared.json").write_text(json.dumps(info), encoding="utf-8")
+    return info
+
+
+def one(args, work: Path, name: str) -> dict:
+    model_dir, _, steps, _, _, max_len = settings(args, work)
+    data = json.loads((work / "prepared.json").read_text(encoding="utf-8"))
+    stage, _, cap = name.partition("_")
+    overrides = {"gpu_memory_cap_gb": 12.0} if cap == "12gb" else {}
+    result = run_one(name, stage, overrides, common_config(args, model_dir, work, steps, max_len), data,
+                     work / "start_adapter", work)
+    (work / "results").mkdir(exist_ok=True)
+    (work / "results" / f"{name}.json").write_text(json.dumps(result, default=str), encoding="utf-8")
+    return result
+
+
+def child(argv: list[str], what: str) -> None:
+    import subprocess
+
+    log(f"child process: {what}")
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], check=False)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work-dir", default="/tmp/bengali_empathy_pref_bench")
+    ap.add_argument("--steps", type=int, default=5, help="optimizer steps per configuration (the first compiles)")
+    ap.add_argument("--pairs", type=int, default=320, help="preference pairs (train/validation/test 85/10/5)")
+    ap.add_argument("--configs", default="sft,dpo,kto,dpo_12gb,kto_12gb",
+                    help="sft, dpo, kto; NAME_12gb = under a 12 GiB cap (sft_12gb too)")
+    ap.add_argument("--max-seq-length", type=int, default=512)
+    ap.add_argument("--cpu-smoke", action="store_true", help="tiny random Llama on the CPU, 2 steps: checks the path")
+    ap.add_argument("--out", default=str(REPO / "benchmarks/results/prefs_latest.json"))
+    ap.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--run-one", metavar="NAME", help=argparse.SUPPRESS)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(raw)
+    on_cuda = torch.cuda.is_available() and not args.cpu_smoke
+    if not on_cuda and not args.cpu_smoke:
+        ap.error("no CUDA GPU: pass --cpu-smoke for a CPU smoke run")
+    work = Path(args.work_dir)
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    passthrough = [a for a in raw if a not in ("--prepare-only",)]
+    if args.prepare_only:
+        prepare(args, work)
+        return {}
+    if args.run_one:
+        return one(args, work, args.run_one)
+    t_start = time.time()
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    if not on_cuda:
+        names = [n for n in names if not n.endswith("_12gb")]  # a memory cap means nothing on the CPU
+    if on_cuda:
+        child(passthrough + ["--prepare-only"], "checkpoint, tokenizer, data, starting adapter")
+    else:
+        prepare(args, work)
     setup_s = round(time.time() - t_start, 1)
+    data = json.loads((work / "prepared.json").read_text(encoding="utf-8"))
     log(f"model, tokenizer, data ({data['pairs']} pairs) and starting adapter ready in {setup_s}s")
     results = {}
-    for name in [n.strip() for n in args.configs.split(",") if n.strip()]:
-        stage, _, cap = name.partition("_")
-        if cap and not on_cuda:
-            continue  # a memory cap means nothing on the CPU
-        overrides = {"gpu_memory_cap_gb": 12.0} if cap == "12gb" else {}
-        results[name] = run_one(name, stage, overrides, common, data, adapter, work)
-    sft = {k: r.get("real_tok_s") for k, r in results.items() if r.get("stage") == "sft"}
+    for name in names:
+        if on_cuda:
+            (work / "results" / f"{name}.json").unlink(missing_ok=True)
+            child(passthrough + ["--run-one", name], name)
+            f = work / "results" / f"{name}.json"
+            results[name] = (json.loads(f.read_text(encoding="utf-8")) if f.is_file()
+                             else {"stage": name.split("_")[0], "error": "the child process died (see its output)"})
+        else:
+            results[name] = one(args, work, name)
     for name, r in results.items():
-        base = sft.get("sft_12gb" if name.endswith("_12gb") else "sft")
-        if r.get("real_tok_s") and base:
-            r["x_sft"] = round(r["real_tok_s"] / base, 3)
+        base = results.get("sft_12gb" if name.endswith("_12gb") and "sft_12gb" in results else "sft", {})
+        if r.get("real_tok_s") and base.get("real_tok_s"):
+            r["x_sft"] = round(r["real_tok_s"] / base["real_tok_s"], 3)
         if name.endswith("_12gb") and "error" not in r:
             r["fits_12gb"] = r["peak_gb"] is not None and r["peak_gb"] <= 12.0
+    _, _, steps, _, _, _ = settings(args, work)
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name(0) if on_cuda else f"CPU ({platform.processor() or platform.machine()})",
-        "command": "python benchmarks/pref_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/pref_throughput.py " + " ".join(raw),
         "model": "random-weight tiny Llama (CPU smoke)" if args.cpu_smoke else "random-weight Llama-3.1-8B-Instruct config",
         "data": {k: v for k, v in data.items() if k not in ("prefs", "sft")}, "steps": steps,
         "setup_s": setup_s, "total_s": round(time.time() - t_start, 1), "configs": results,
@@ -238,10 +296,10 @@ def main(argv=None) -> dict:
         if "error" in r:
             print(f"| {name} | error: {r['error'][:90]} | | | | | | |")
             continue
-        s = r["settings"]
+        st = r["settings"]
         print(f"| {name} | {r['real_tok_s']:,.0f} | {r.get('x_sft', '')} | {r.get('examples_per_s', '')} | "
-              f"{r['peak_gb']} | {r.get('fits_12gb', '')} | {s['per_device_train_batch_size']} x "
-              f"{s['gradient_accumulation_steps']} | {s['use_gradient_checkpointing']} |")
+              f"{r['peak_gb']} | {r.get('fits_12gb', '')} | {st['per_device_train_batch_size']} x "
+              f"{st['gradient_accumulation_steps']} | {st['use_gradient_checkpointing']} |")
     print(f"wrote {out}")
     return record
 

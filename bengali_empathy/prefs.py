@@ -270,8 +270,9 @@ def split_preferences(records: list[Preference], ratios: tuple[float, float, flo
 
 
 def prompt_messages(rec: Preference, system_prompt: str) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return msgs + list(rec.history) + [{"role": "user", "content": rec.prompt}]
+    """[system, *history, user]: the system message always, as in SFT (data.to_messages), so both stages see the
+    same template (some templates add a default system prompt when there is none)."""
+    return [{"role": "system", "content": system_prompt}, *rec.history, {"role": "user", "content": rec.prompt}]
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
