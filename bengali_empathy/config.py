@@ -116,6 +116,8 @@ class Config:
                       flag=False)  # the finetuner's --adapter (shared with --export); test_model.py has its own
     pref_beta: float = _f(0.1, "For --stage kto/dpo: how far the model may move from the starting adapter "
                           "(TRL's beta; higher = closer).")
+    pref_ftx: float = _f(0.0, "For --stage dpo: weight of an SFT term (the chosen replies' loss) added to the DPO "
+                         "loss, which keeps the replies it learned likely (LLaMA-Factory's pref_ftx; 0 = plain DPO).")
 
     # --- speed (see benchmarks/ and README) ---
     batching: str = _f("padded", "padded: fixed examples per micro-batch; token_budget: micro-batches by token count.")
@@ -170,6 +172,8 @@ class Config:
             raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}: fix --stage")
         if self.pref_beta <= 0:
             raise ConfigError(f"pref_beta must be > 0, got {self.pref_beta:g}: fix --pref-beta")
+        if self.pref_ftx < 0:
+            raise ConfigError(f"pref_ftx must be >= 0, got {self.pref_ftx:g}: fix --pref-ftx")
         if self.batching not in ("padded", "token_budget"):
             raise ConfigError(f"batching must be 'padded' or 'token_budget', got {self.batching!r}")
         if self.crisis_mode not in ("append", "replace"):

@@ -73,6 +73,9 @@ def resolve(cfg: Config) -> tuple[Config, StageSettings]:
     if "learning_rate" not in explicit and "learning_rate" not in PRESETS.get(cfg.preset, {}):
         lr = PREF_LEARNING_RATE
         notes.append(f"learning_rate: {lr:g} (the preference-stage default; --learning-rate X to choose)")
+    if stage == "kto" and cfg.pref_ftx:
+        raise ConfigError("--pref-ftx adds an SFT term to DPO; TRL's KTO loss has none: drop --pref-ftx or use "
+                          "--stage dpo")
     if stage == "kto" and cfg.per_device_train_batch_size < 2:
         raise ConfigError("--stage kto estimates its KL term from the other examples of a micro-batch: "
                           "--per-device-train-batch-size must be at least 2")
@@ -197,7 +200,9 @@ def make_trainer(cfg: Config, stage: str, model, tokenizer, train_ds, eval_ds, o
         dataset_num_proc=data.default_num_proc(cfg.num_proc) if len(train_ds) >= 1024 else None,
     )
     if stage == "dpo":
-        args, base_cls = DPOConfig(**common, train_sampling_strategy="random"), DPOTrainer
+        # pref_ftx > 0: TRL's "sft" loss (mean NLL of the chosen reply) beside the sigmoid DPO loss (as in RPO/MPO).
+        losses = dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.pref_ftx]) if cfg.pref_ftx else {}
+        args, base_cls = DPOConfig(**common, train_sampling_strategy="random", **losses), DPOTrainer
     else:
         # KTO estimates its KL term from each example's neighbours in a fixed-order batch: sequential sampling
         # (the rows were shuffled once with the seed).
