@@ -174,10 +174,11 @@ def run_one(name: str, stage: str, overrides: dict, common: dict, data: dict, ad
     return out
 
 
-def settings(args, work: Path) -> tuple[Path, dict, int, int, float, int]:
+def settings(args, work: Path) -> tuple[Path, int, int, float, int]:
+    """(model folder, steps, pairs, length scale, max_seq_length) of this run."""
     if args.cpu_smoke:
-        return work / "tiny-llama", {}, 2, 48, 0.1, 128
-    return work / "llama31-8b-random", {}, args.steps, args.pairs, 1.0, args.max_seq_length
+        return work / "tiny-llama", 2, 48, 0.1, 128
+    return work / "llama31-8b-random", args.steps, args.pairs, 1.0, args.max_seq_length
 
 
 def common_config(args, model_dir: Path, work: Path, steps: int, max_len: int) -> dict:
@@ -192,7 +193,7 @@ def common_config(args, model_dir: Path, work: Path, steps: int, max_len: int) -
 
 def prepare(args, work: Path) -> dict:
     """Checkpoint, tokenizer, data and the starting adapter (written once into --work-dir)."""
-    model_dir, _, steps, n_pairs, scale, max_len = settings(args, work)
+    model_dir, steps, n_pairs, scale, max_len = settings(args, work)
     if args.cpu_smoke:
         make_tiny_checkpoint(model_dir)
     else:
@@ -206,7 +207,7 @@ def prepare(args, work: Path) -> dict:
 
 
 def one(args, work: Path, name: str) -> dict:
-    model_dir, _, steps, _, _, max_len = settings(args, work)
+    model_dir, steps, _, _, max_len = settings(args, work)
     data = json.loads((work / "prepared.json").read_text(encoding="utf-8"))
     stage, _, cap = name.partition("_")
     overrides = {"gpu_memory_cap_gb": 12.0} if cap == "12gb" else {}
@@ -276,7 +277,7 @@ def main(argv=None) -> dict:
             r["x_sft"] = round(r["real_tok_s"] / base["real_tok_s"], 3)
         if name.endswith("_12gb") and "error" not in r:
             r["fits_12gb"] = r["peak_gb"] is not None and r["peak_gb"] <= 12.0
-    _, _, steps, _, _, _ = settings(args, work)
+    _, steps, _, _, _ = settings(args, work)
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name(0) if on_cuda else f"CPU ({platform.processor() or platform.machine()})",
@@ -297,9 +298,11 @@ def main(argv=None) -> dict:
             print(f"| {name} | error: {r['error'][:90]} | | | | | | |")
             continue
         st = r["settings"]
+        micro = (f"{st['max_tokens_per_batch']} tokens" if r["stage"] == "sft" and st["batching"] == "token_budget"
+                 else st["per_device_train_batch_size"])
         print(f"| {name} | {r['real_tok_s']:,.0f} | {r.get('x_sft', '')} | {r.get('examples_per_s', '')} | "
-              f"{r['peak_gb']} | {r.get('fits_12gb', '')} | {st['per_device_train_batch_size']} x "
-              f"{st['gradient_accumulation_steps']} | {st['use_gradient_checkpointing']} |")
+              f"{r['peak_gb']} | {r.get('fits_12gb', '')} | {micro} x {st['gradient_accumulation_steps']} | "
+              f"{st['use_gradient_checkpointing']} |")
     print(f"wrote {out}")
     return record
 

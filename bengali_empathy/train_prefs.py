@@ -240,10 +240,13 @@ def make_trainer(cfg: Config, stage: str, model, tokenizer, train_ds, eval_ds, o
                                 processing_class=tokenizer, callbacks=callbacks)
     # TRL casts the trainable LoRA weights of a quantized model to bf16. With the small steps of preference tuning
     # (lr ~5e-6) many updates would fall below bf16's resolution and be lost; keep them fp32 like the SFT stage
-    # (the optimizer is created at train time, so it sees the fp32 weights). The reference copy stays fp32 too.
-    for p in trainer.model.parameters():
+    # (the optimizer is created at train time, so it sees the fp32 weights). The reference copy was made before
+    # the cast, in fp32: restore the policy from it, so that training starts exactly at the reference.
+    params = dict(trainer.model.named_parameters())
+    for name, p in params.items():
         if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+            ref = params.get(name.replace(".default.", ".ref."))
+            p.data = ref.data.clone() if ref is not None and ref.shape == p.shape else p.data.float()
     return trainer
 
 

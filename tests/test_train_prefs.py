@@ -106,12 +106,14 @@ def run_finetuner(monkeypatch, capsys, *args) -> tuple[int, str]:
     return e.value.code, err[-1] if err else ""
 
 
-def test_wrong_format_is_a_one_line_error_and_touches_no_output(tmp_path, trained_run, monkeypatch, capsys):
-    cfg, _ = trained_run
+def test_wrong_format_is_a_one_line_error_and_touches_no_output(tmp_path, monkeypatch, capsys):
+    adapter = tmp_path / "sft"  # the data is checked before any model is loaded: an adapter's config suffices
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 16}), encoding="utf-8")
     bad = tmp_path / "thumbs.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "completion": "c"}, ensure_ascii=False) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    common = ["--preset", "demo", "--adapter", str(cfg.path(cfg.output_dir)), "--output-dir", str(out),
+    common = ["--preset", "demo", "--adapter", str(adapter), "--output-dir", str(out),
               "--experiment-log", str(tmp_path / "e.jsonl")]
     code, err = run_finetuner(monkeypatch, capsys, "--stage", "kto", "--preference-data", str(bad), *common)
     assert code == 2 and err.startswith("error: ") and "'label'" in err and "--stage dpo" in err
@@ -121,6 +123,8 @@ def test_wrong_format_is_a_one_line_error_and_touches_no_output(tmp_path, traine
     assert code == 2 and '"chosen" and "rejected"' in err and "--stage kto" in err
     code, err = run_finetuner(monkeypatch, capsys, "--preference-data", str(ratings), *common)  # sft: not for prefs
     assert code == 2 and "--stage kto or dpo" in err
+    code, err = run_finetuner(monkeypatch, capsys, "--stage", "dpo", "--preference-data", str(ratings), "--out", "x")
+    assert code == 2 and "--out and --verify go with --export" in err
     assert not out.exists()
 
 
@@ -166,6 +170,12 @@ def dpo_run(tmp_path_factory, trained_run, short_prefs):
     fits = [i for i in range(len(ds)) if len(ds[i]["prompt_ids"]) + len(ds[i]["rejected_ids"]) < p.cfg.max_seq_length]
     batch = p.trainer.data_collator([ds[i] for i in ([0] + fits[:1])])
     raw = [p.rows["train"][i] for i in range(len(p.rows["train"]))]
+    params = dict(p.trainer.model.named_parameters())
+    lora = [n for n in params if ".default." in n]
+    # training starts exactly at the reference: the policy's LoRA weights equal the frozen copy's, in fp32
+    p.started_at_reference = bool(lora) and all(
+        params[n].dtype == params[n.replace(".default.", ".ref.")].dtype == __import__("torch").float32
+        and bool((params[n] == params[n.replace(".default.", ".ref.")]).all()) for n in lora)
     record = train_prefs.finish(p)
     return p, batch, raw, record
 
@@ -232,7 +242,7 @@ def test_dpo_record_outputs_and_reference(dpo_run, trained_run):
         assert (out / "data" / name).is_file()
     # one 4-bit base in memory; the reference is the starting adapter's weights, frozen
     model = p.trainer.model
-    assert p.trainer.ref_model is None and set(model.peft_config) == {"default", "ref"}
+    assert p.trainer.ref_model is None and set(model.peft_config) == {"default", "ref"} and p.started_at_reference
     start = load_file(str(p.settings.adapter_dir / "adapter_model.safetensors"))
     tuned = load_file(str(out / "adapter_model.safetensors"))
     params = dict(model.named_parameters())
