@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from train_throughput import LLAMA31_8B_CONFIG, log, make_random_checkpoint  # noqa: E402
+from finetuner_bench import LLAMA31_8B_CONFIG, log  # noqa: E402
 
 from bengali_empathy.config import build_config  # noqa: E402
 
@@ -73,6 +73,31 @@ def byte_tokenizer():
                                    pad_token="<|finetune_right_pad_id|>")
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def make_random_checkpoint(path: Path) -> Path:
+    """Random bf16 weights with the exact Llama-3.1-8B-Instruct config, written once (initialized on the GPU)."""
+    if (path / "config.json").is_file():
+        return path
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    t0 = time.time()
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            m = LlamaForCausalLM(LlamaConfig(**LLAMA31_8B_CONFIG))
+    finally:
+        torch.set_default_dtype(old)
+    tmp = path.with_name(path.name + ".tmp")
+    m.save_pretrained(tmp, max_shard_size="4GB")
+    del m
+    gc.collect()
+    torch.cuda.empty_cache()
+    os.replace(tmp, path)
+    log(f"random Llama-3.1-8B-shaped checkpoint written to {path} in {time.time() - t0:.0f}s")
+    return path
 
 
 def make_tiny_checkpoint(path: Path) -> Path:

@@ -161,7 +161,8 @@ def load_model(cfg: Config, model_path: str, tokenizer, adapter_dir: Path):
 
     base = model_lib.load_base_model(cfg, model_path, tokenizer)
     model_lib.apply_speed_options(base, cfg)
-    base = model_lib.prepare_for_kbit_training(base, cfg.use_gradient_checkpointing)
+    base = model_lib.prepare_for_kbit_training(base, cfg.use_gradient_checkpointing,
+                                               cfg.gradient_checkpointing_every_n_layers)
     try:
         return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -197,6 +198,10 @@ def make_trainer(cfg: Config, stage: str, model, tokenizer, train_ds, eval_ds, o
         gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0 if platform.system() == "Windows" else 2, dataloader_pin_memory=on_cuda,
         report_to="none", disable_tqdm=False, max_length=cfg.max_seq_length, beta=cfg.pref_beta,
+        # Liger's RMSNorm and SwiGLU kernels (speed.LIGER_CONFIG); TRL computes the log-probabilities with its own
+        # chunked LM head, so Liger's fused cross-entropy stays off (TRL refuses it).
+        use_liger_kernel=speed.use_liger(cfg),
+        liger_kernel_config={**speed.LIGER_CONFIG, "fused_linear_cross_entropy": False} if speed.use_liger(cfg) else None,
         dataset_num_proc=data.default_num_proc(cfg.num_proc) if len(train_ds) >= 1024 else None,
     )
     if stage == "dpo":
