@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Build the project's own preference set, data/preferences.jsonl, from the shipped sample conversations.
 
-    python scripts/make_preference_set.py             # (re)writes data/preferences.jsonl; deterministic
-    python scripts/make_preference_set.py --check     # exit 1 if the file differs from what it would write
+    python tools/make_preference_set.py             # (re)writes data/preferences.jsonl; deterministic
+    python tools/make_preference_set.py --check     # exit 1 if the file differs from what it would write
 
 Every conversation of data/sample_empathy_conversations.csv and data/short_conversations.csv (good counselor
 replies written for this project; the short ones, "set": "short", keep the embedded model's tests fast) becomes one pair {"prompt", "chosen", "rejected"}: chosen = that reply; rejected = a reply with one fault that
