@@ -469,7 +469,8 @@ def main(argv=None) -> dict:
     if args.model:
         model_path = args.model
     else:
-        shape = LLAMA31_8B_CONFIG
+        # Llama 3.1's 128,256 rows, or more if the tokenizer carries an extra token (rounded up to 64 rows)
+        shape = dict(LLAMA31_8B_CONFIG, vocab_size=max(LLAMA31_8B_CONFIG["vocab_size"], -(-len(tokenizer) // 64) * 64))
         if args.smoke:  # the tokenizer's own vocabulary: 128k-wide logits would make the CPU run slow
             shape = dict(TINY_CONFIG, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
